@@ -1,0 +1,1 @@
+"""babysitter's orchestrator: study specs, search stages, tracking, reports, CLI, submission."""

@@ -1,0 +1,65 @@
+"""One training run's output folder: config.json, metrics.jsonl, checkpoint.pt, test_metrics.json.
+
+A run folder is never overwritten silently: an existing run is continued with ``resume`` or
+refused, and on resume the metrics log is cut back to the checkpoint so no epoch appears twice.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from trainables.checkpoint import CHECKPOINT_NAME, checkpoint_epoch
+from trainables.errors import BabysitterError
+
+METRICS_NAME = "metrics.jsonl"
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    path: Path
+    start_epoch: int
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.path / CHECKPOINT_NAME
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / METRICS_NAME
+
+    @classmethod
+    def open(cls, path: Path, *, resume: bool) -> RunFolder:
+        checkpoint = path / CHECKPOINT_NAME
+        if checkpoint.exists() and not resume:
+            raise BabysitterError(
+                f"--out {str(path)!r} already holds a run ({CHECKPOINT_NAME}); pass --resume to "
+                "continue it or choose another --out"
+            )
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise BabysitterError(
+                f"--out {str(path)!r} cannot be created ({exc.strerror}); choose a writable folder"
+            ) from None
+        folder = cls(path, checkpoint_epoch(checkpoint) if resume else 0)
+        folder._cut_metrics(folder.start_epoch)
+        return folder
+
+    def write_json(self, name: str, payload: dict[str, Any]) -> None:
+        (self.path / name).write_text(json.dumps(payload, indent=2) + "\n")
+
+    def append_metrics(self, row: dict[str, Any]) -> None:
+        with self.metrics.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        if not self.metrics.exists():
+            return []
+        return [json.loads(line) for line in self.metrics.read_text().splitlines() if line]
+
+    def _cut_metrics(self, last_epoch: int) -> None:
+        kept = [row for row in self.read_metrics() if row["epoch"] <= last_epoch]
+        self.metrics.write_text("".join(json.dumps(row) + "\n" for row in kept))

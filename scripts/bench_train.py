@@ -1,0 +1,99 @@
+"""Training throughput of babysitter's loop vs a minimal hand-written PyTorch loop.
+
+Same model, data, batch size and thread count, in one process, alternating rounds; prints the
+median images/s of each and their ratio (ours / plain). Run: .venv/bin/python scripts/bench_train.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from orchestrator.cli import default_cache_dir
+from trainables.config import TrialConfig
+from trainables.datasets import DataSplits, load_data
+from trainables.train import build_model
+from trainables.train import train as babysitter_train
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+SOURCES = {"faces": DATA / "cbcl-faces.tar.gz", "cifar10": DATA / "cifar10-jpg.tar.gz"}
+
+
+def plain_loop(config: TrialConfig, data: DataSplits) -> float:
+    """The loop a practitioner writes by hand: pre-normalized tensors, SGD, cross-entropy."""
+    torch.manual_seed(config.seed)
+    model = build_model(config, data)
+    opt = torch.optim.SGD(
+        model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=2 * config.l2
+    )
+    mean = torch.tensor(data.mean).view(1, -1, 1, 1)
+    std = torch.tensor(data.std).view(1, -1, 1, 1)
+    x_all = (torch.from_numpy(data.train.images).float() - mean) / std
+    y_all = torch.from_numpy(data.train.labels)
+    seen, start = 0, time.perf_counter()
+    for _ in range(config.epochs):
+        order = torch.randperm(len(y_all))
+        for i in range(0, len(y_all), config.batch_size):
+            index = order[i : i + config.batch_size]
+            loss = F.cross_entropy(model(x_all[index]), y_all[index])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            seen += len(index)
+    return seen / (time.perf_counter() - start)
+
+
+def ours(config: TrialConfig, data: DataSplits) -> float:
+    """Images/s over the training passes, as the loop reports them (validation excluded)."""
+    history = babysitter_train(config, data).history
+    train_seconds = sum(len(data.train) / row["images_per_s"] for row in history)
+    return len(history) * len(data.train) / train_seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", choices=sorted(SOURCES), default="faces")
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--train-subset", type=int, default=None)
+    args = parser.parse_args()
+    config = TrialConfig(
+        dataset=args.dataset,
+        data=str(SOURCES[args.dataset]),
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        threads=args.threads,
+        train_subset=args.train_subset,
+        device="cpu",
+    )
+    data = load_data(config, default_cache_dir())
+    torch.set_num_threads(args.threads)
+    print(
+        f"bench_train: {data.summary()}; batch {args.batch_size}, {args.threads} threads, "
+        f"{args.epochs} epochs x {args.rounds} rounds (after one warm-up round each)"
+    )
+    warm = config.replace(epochs=1)
+    plain_loop(warm, data), ours(warm, data)
+    results: dict[str, list[float]] = {"plain": [], "ours": []}
+    for _ in range(args.rounds):
+        results["plain"].append(plain_loop(config, data))
+        results["ours"].append(ours(config, data))
+    plain, mine = (statistics.median(results[k]) for k in ("plain", "ours"))
+    for label, key, value in (
+        ("plain PyTorch loop", "plain", plain),
+        ("babysitter loop", "ours", mine),
+    ):
+        rounds = ", ".join(f"{v:.0f}" for v in results[key])
+        print(f"{label:<19} {value:8.0f} img/s  (rounds: {rounds})")
+    print(f"ratio ours / plain  {mine / plain:.3f}")
+
+
+if __name__ == "__main__":
+    main()

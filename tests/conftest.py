@@ -1,0 +1,54 @@
+"""Shared fixtures: the real data sets from ../shared/data, decoded once per test session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from trainables.config import TrialConfig
+from trainables.datasets import DataSplits, load_data
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("BABYSITTER_SHARED_DATA", REPO.parent / "shared" / "data"))
+FACES = SHARED_DATA / "cbcl-faces.tar.gz"
+CIFAR10 = SHARED_DATA / "cifar10-jpg.tar.gz"
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="session")
+def faces_config() -> TrialConfig:
+    assert FACES.exists(), f"missing {FACES}: tests read the real data from ../shared/data"
+    return TrialConfig(dataset="faces", data=str(FACES), threads=2)
+
+
+@pytest.fixture(scope="session")
+def faces(faces_config: TrialConfig, cache_dir: Path) -> DataSplits:
+    return load_data(faces_config, cache_dir)
+
+
+@pytest.fixture(scope="session")
+def cifar10(cache_dir: Path) -> DataSplits:
+    assert CIFAR10.exists(), f"missing {CIFAR10}: tests read the real data from ../shared/data"
+    return load_data(TrialConfig(dataset="cifar10", data=str(CIFAR10)), cache_dir)
+
+
+def write_image_tree(root: Path, layout: dict[str, int], size=(12, 10), mode="RGB") -> Path:
+    """Write ``{"train/cat": 3, "dog": 2, ...}`` as small random PNGs under ``root``."""
+    rng = np.random.default_rng(0)
+    channels = {"RGB": 3, "L": 1}[mode]
+    for folder, count in layout.items():
+        (root / folder).mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            pixels = rng.integers(0, 256, (size[1], size[0], channels), dtype=np.uint8)
+            Image.fromarray(pixels.squeeze(-1) if channels == 1 else pixels).save(
+                root / folder / f"{i:03d}.png"
+            )
+    return root

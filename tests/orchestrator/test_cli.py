@@ -1,0 +1,155 @@
+"""The ``babysit`` console script as a user runs it: a real subprocess, real data."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import FACES, write_image_tree
+
+BABYSIT = [sys.executable, "-m", "orchestrator"]
+
+
+def babysit(*args: str, cache: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "BABYSITTER_CACHE": str(cache)}
+    return subprocess.run(
+        [*BABYSIT, *map(str, args)], capture_output=True, text=True, env=env, timeout=timeout
+    )
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("Error: ")
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+FAST = ["--train-subset", "800", "--threads", "2"]
+
+
+def test_train_writes_metrics_checkpoint_and_test_report(tmp_path, cache_dir):
+    out = tmp_path / "run"
+    proc = babysit(
+        "train", "faces", "--data", FACES, "--epochs", "2", *FAST, "--out", out, cache=cache_dir
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "epoch 1/2" in proc.stdout and "epoch 2/2" in proc.stdout
+    assert "test accuracy" in proc.stdout and "confusion matrix" in proc.stdout
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2] and rows[-1]["status"] == "completed"
+    test = json.loads((out / "test_metrics.json").read_text())
+    assert sum(test["support"]) == 1396 and len(test["precision"]) == 2
+    assert json.loads((out / "config.json").read_text())["epochs"] == 2
+    assert (out / "checkpoint.pt").stat().st_size > 100_000
+
+
+def test_huge_learning_rate_is_reported_as_diverged(tmp_path, cache_dir):
+    out = tmp_path / "run"
+    proc = babysit(
+        "train", "faces", "--data", FACES, "--lr", "1e5", *FAST, "--out", out, cache=cache_dir
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "DIVERGED" in proc.stdout and "epoch  1/10" in proc.stdout
+    assert json.loads((out / "result.json").read_text())["status"] == "diverged"
+
+
+def test_killed_run_resumes_to_the_same_final_metrics(tmp_path, cache_dir):
+    args = ["train", "faces", "--data", FACES, "--epochs", "4", "--augment", "--threads", "2"]
+    whole = babysit(*args, "--out", tmp_path / "whole", cache=cache_dir)
+    assert whole.returncode == 0, whole.stderr
+
+    out = tmp_path / "killed"
+    env = {**os.environ, "BABYSITTER_CACHE": str(cache_dir)}
+    proc = subprocess.Popen(
+        [*BABYSIT, *map(str, args), "--out", str(out)], env=env, stdout=subprocess.DEVNULL
+    )
+    metrics = out / "metrics.jsonl"
+    deadline = time.monotonic() + 240
+    while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 2):
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert len(metrics.read_text().splitlines()) < 4
+
+    resumed = babysit(*args, "--out", out, "--resume", cache=cache_dir)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resume   from epoch" in resumed.stdout
+
+    def final(run: Path) -> dict:
+        rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        assert [r["epoch"] for r in rows] == [1, 2, 3, 4]
+        return {k: v for k, v in rows[-1].items() if k not in ("epoch_seconds", "images_per_s")}
+
+    assert final(out) == final(tmp_path / "whole")
+    test_whole = json.loads((tmp_path / "whole" / "test_metrics.json").read_text())
+    assert json.loads((out / "test_metrics.json").read_text()) == test_whole
+
+
+def test_existing_run_is_neither_overwritten_nor_resumed_with_other_settings(tmp_path, cache_dir):
+    out = tmp_path / "run"
+    args = ["train", "faces", "--data", FACES, "--epochs", "1", *FAST, "--out", out]
+    assert babysit(*args, cache=cache_dir).returncode == 0
+    before = (out / "metrics.jsonl").read_text()
+    assert_one_line_error(babysit(*args, cache=cache_dir), "already holds a run", "--resume")
+    assert_one_line_error(
+        babysit(*args, "--resume", "--lr", "0.5", cache=cache_dir), "lr=0.01, now lr=0.5"
+    )
+    assert (out / "metrics.jsonl").read_text() == before
+
+
+@pytest.fixture
+def bad_trees(tmp_path: Path) -> Path:
+    write_image_tree(tmp_path / "one_class", {"cat": 3})
+    write_image_tree(tmp_path / "pets", {"cat": 3, "dog": 3})
+    (tmp_path / "empty").mkdir()
+    tree = write_image_tree(tmp_path / "corrupt", {"cat": 3, "dog": 3})
+    (tree / "dog" / "bad.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    cut = tmp_path / "cut.tar.gz"
+    cut.write_bytes(FACES.read_bytes()[:100_000])
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (["train", "dogs"], ["'dogs' is not one of 'cifar10', 'faces', 'imagefolder'"]),
+        (["train", "faces", "--data", "{t}/missing"], ["missing' does not exist"]),
+        (["train", "faces", "--data", "{t}/empty"], ["holds no images"]),
+        (["train", "faces", "--data", "{t}/cut.tar.gz"], ["cut.tar.gz' cannot be read"]),
+        (["train", "imagefolder", "--data", "{t}/one_class"], ["found 1 class folder (cat)"]),
+        (
+            ["train", "imagefolder", "--data", "{t}/corrupt"],
+            ["dog/bad.jpg' is corrupt (unknown format)"],
+        ),
+        (["train", "faces", "--data", "{t}/pets"], ["needs class folders face/ and nonface/"]),
+        (["train", "faces"], ["needs --data PATH"]),
+        (["train", "faces", "--lr", "0"], ["invalid lr=0.0: must be > 0"]),
+        (["train", "faces", "--lr", "-3"], ["invalid lr=-3.0: must be > 0"]),
+        (["train", "faces", "--batch-size", "0"], ["invalid batch_size=0"]),
+        (["train", "faces", "--epochs", "x"], ["'x' is not a valid integer"]),
+        (["train", "faces", "--frobnicate"], ["No such option", "--frobnicate", "--help"]),
+        (["fly"], ["No such command 'fly'"]),
+    ],
+)
+def test_bad_input_gets_one_line_and_a_nonzero_exit(bad_trees, cache_dir, args, fragments):
+    args = [a.format(t=bad_trees) for a in args]
+    assert_one_line_error(babysit(*args, "--out", bad_trees / "out", cache=cache_dir), *fragments)
+
+
+def test_help_is_useful():
+    top = subprocess.run([*BABYSIT, "--help"], capture_output=True, text=True)
+    assert top.returncode == 0 and "train" in top.stdout
+    sub = subprocess.run([*BABYSIT, "train", "--help"], capture_output=True, text=True)
+    for option in ("--lr", "--l2", "--batch-norm / --no-batch-norm", "--resume", "[default: 0.01]"):
+        assert option in sub.stdout

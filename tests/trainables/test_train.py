@@ -1,0 +1,115 @@
+import math
+
+import pytest
+import torch
+
+from trainables.checkpoint import load_checkpoint
+from trainables.errors import BabysitterError
+from trainables.train import COMPLETED, DIVERGED, evaluate_on_test, lr_at, train
+
+
+def strip_timing(history):
+    timing = {"epoch_seconds", "images_per_s"}
+    return [{k: v for k, v in row.items() if k not in timing} for row in history]
+
+
+@pytest.fixture(scope="module")
+def small(faces_config):
+    return faces_config.replace(train_subset=600, epochs=3, batch_size=32)
+
+
+def test_reports_every_epoch_with_the_agreed_metrics(small, faces):
+    reports = []
+    result = train(small, faces, on_epoch=reports.append)
+    assert result.status == COMPLETED
+    assert [r.epoch for r in reports] == [1, 2, 3]
+    assert [r.status for r in reports] == ["running", "running", "completed"]
+    keys = set(reports[0].metrics)
+    assert {"train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_seconds"} <= keys
+    assert {"images_per_s", "update_ratio/conv1", "update_ratio/fc2"} <= keys
+    assert 1e-5 < reports[-1].metrics["update_ratio/fc1"] < 1e-1
+    assert reports[-1].metrics["train_loss"] < reports[0].metrics["train_loss"]
+
+
+def test_initial_loss_is_ln_classes_and_l2_raises_it(small, faces):
+    plain = train(small.replace(l2=0.0, epochs=1, lr=1e-9), faces)
+    assert plain.initial_loss == pytest.approx(math.log(2), abs=0.1)
+    heavy = train(small.replace(l2=1e3, epochs=1, lr=1e-9), faces)
+    assert heavy.initial_loss > 100 * plain.initial_loss
+
+
+def test_huge_learning_rate_diverges_in_the_first_epoch_without_raising(small, faces):
+    reports = []
+    result = train(small.replace(lr=1e5), faces, on_epoch=reports.append)
+    assert result.status == DIVERGED
+    assert [(r.epoch, r.status) for r in reports] == [(1, DIVERGED)]
+    assert "initial" in result.reason
+
+
+def test_tiny_learning_rate_barely_moves_the_loss(small, faces):
+    result = train(small.replace(lr=1e-7), faces)
+    first, last = result.history[0]["train_loss"], result.history[-1]["train_loss"]
+    assert abs(first - last) < 0.01 * first
+
+
+def test_cpu_runs_are_deterministic(small, faces):
+    a = train(small.replace(epochs=2, augment=True, dropout=0.2), faces)
+    b = train(small.replace(epochs=2, augment=True, dropout=0.2), faces)
+    assert strip_timing(a.history) == strip_timing(b.history)
+    c = train(small.replace(epochs=2, augment=True, dropout=0.2, seed=1), faces)
+    assert strip_timing(c.history) != strip_timing(a.history)
+
+
+class Crash(Exception):
+    pass
+
+
+def test_resume_after_a_crash_matches_an_uninterrupted_run(small, faces, tmp_path):
+    config = small.replace(epochs=4, augment=True, dropout=0.2, lr_schedule="cosine")
+    uninterrupted = train(config, faces, checkpoint_path=tmp_path / "a.pt")
+
+    def crash_after_two(report):
+        if report.epoch == 2:
+            raise Crash
+
+    with pytest.raises(Crash):
+        train(config, faces, checkpoint_path=tmp_path / "b.pt", on_epoch=crash_after_two)
+    seen = []
+    resumed = train(
+        config, faces, checkpoint_path=tmp_path / "b.pt", resume=True, on_epoch=seen.append
+    )
+    assert [r.epoch for r in seen] == [3, 4]
+    assert strip_timing(resumed.history) == strip_timing(uninterrupted.history)
+    for a, b in zip(resumed.model.parameters(), uninterrupted.model.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_checkpoint_from_other_settings_is_refused(small, faces, tmp_path):
+    train(small.replace(epochs=1), faces, checkpoint_path=tmp_path / "c.pt")
+    with pytest.raises(BabysitterError, match=r"written with lr=0\.01, now lr=0\.02"):
+        load_checkpoint(tmp_path / "c.pt", small.replace(epochs=1, lr=0.02).to_dict())
+    assert load_checkpoint(tmp_path / "c.pt", small.replace(epochs=1, threads=1).to_dict())
+
+
+def test_lr_schedules(small):
+    step = small.replace(lr=1.0, lr_schedule="step", lr_step_epochs=2, lr_step_gamma=0.5)
+    assert [lr_at(step, e) for e in range(5)] == [1.0, 1.0, 0.5, 0.5, 0.25]
+    cosine = small.replace(lr=1.0, lr_schedule="cosine", epochs=4)
+    assert [round(lr_at(cosine, e), 4) for e in range(4)] == [1.0, 0.8536, 0.5, 0.1464]
+
+
+def test_l2_penalty_skips_biases(small, faces):
+    from trainables.train import build_model, l2_penalty
+
+    model = build_model(small, faces)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.fill_(0.0 if name.endswith("weight") else 5.0)
+    assert l2_penalty(model).item() == 0.0
+
+
+def test_test_report_covers_every_test_image(small, faces):
+    result = train(small.replace(epochs=2), faces)
+    report = evaluate_on_test(result.model, faces, small)
+    assert sum(report.support) == len(faces.test) == sum(map(sum, report.confusion))
+    assert report.accuracy > 0.8

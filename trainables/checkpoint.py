@@ -1,0 +1,53 @@
+"""Per-epoch checkpoints: written atomically, read back with ``weights_only=True``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from trainables.errors import BabysitterError
+
+CHECKPOINT_NAME = "checkpoint.pt"
+# Fields that may differ on resume: they change where and how fast a trial runs, not its math.
+RESUMABLE_CHANGES = frozenset({"device", "threads"})
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path, config: dict[str, Any]) -> dict[str, Any]:
+    """Load a checkpoint and refuse one written with other settings: resuming it would silently
+    train a different trial."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise BabysitterError(
+            f"checkpoint {str(path)!r} cannot be read ({type(exc).__name__}); "
+            "delete it to start over"
+        ) from None
+    changed = sorted(
+        k
+        for k in set(config) | set(state["config"])
+        if k not in RESUMABLE_CHANGES and config.get(k) != state["config"].get(k)
+    )
+    if changed:
+        k = changed[0]
+        raise BabysitterError(
+            f"checkpoint {str(path)!r} was written with {k}={state['config'].get(k)!r}, "
+            f"now {k}={config.get(k)!r}; resume with the same settings or use a new output folder"
+        )
+    return state
+
+
+def checkpoint_epoch(path: Path) -> int:
+    """The last completed epoch stored in ``path`` (0 when there is none)."""
+    if not path.exists():
+        return 0
+    return int(torch.load(path, map_location="cpu", weights_only=True)["epoch"])
