@@ -1,0 +1,73 @@
+"""Coarse-to-fine narrowing: the next stage's ranges from the previous stage's top trials.
+
+The lecture's rule: narrow around the best trials, but if the best sit on a boundary of the
+range, the optimum may lie outside it, so widen in that direction instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from orchestrator.search_space import Range
+
+EDGE = 0.1
+MARGIN = 0.25
+WIDEN = 0.5
+
+
+@dataclass(frozen=True)
+class NarrowDecision:
+    old: Range
+    new: Range
+    reason: str
+    trial_ids: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.old.name,
+            "old": [self.old.low, self.old.high],
+            "new": [self.new.low, self.new.high],
+            "log": self.old.log,
+            "reason": self.reason,
+            "trials": list(self.trial_ids),
+        }
+
+
+def narrow(
+    ranges: Sequence[Range],
+    trials: Sequence[dict[str, Any]],
+    *,
+    metric: str = "val_acc",
+    top_k: int = 10,
+) -> list[NarrowDecision]:
+    """One decision per range from the ``top_k`` trials by ``metric`` (higher is better).
+
+    ``trials`` are rows with ``trial_id``, ``status``, the metric and each range's value;
+    diverged and errored trials never count.
+    """
+    usable = [t for t in trials if t.get("status") not in ("diverged", "errored")]
+    if not usable:
+        raise ValueError("no completed trials to narrow from")
+    top = sorted(usable, key=lambda t: t[metric], reverse=True)[:top_k]
+    ids = tuple(str(t["trial_id"]) for t in top)
+    return [_narrow_one(r, [t[r.name] for t in top], ids) for r in ranges]
+
+
+def _narrow_one(old: Range, values: list[float], ids: tuple[str, ...]) -> NarrowDecision:
+    lo, hi = old.to_unit(old.low), old.to_unit(old.high)
+    points = [old.to_unit(v) for v in values]
+    best = points[0]
+    pad = MARGIN * max(max(points) - min(points), EDGE * old.span)
+    new_lo, new_hi = max(lo, min(points) - pad), min(hi, max(points) + pad)
+    if best - lo <= EDGE * old.span:
+        new_lo = lo - WIDEN * old.span
+        reason = f"best trial sits on the lower boundary {old.low:.3g}: widened downwards"
+    elif hi - best <= EDGE * old.span:
+        new_hi = hi + WIDEN * old.span
+        reason = f"best trial sits on the upper boundary {old.high:.3g}: widened upwards"
+    else:
+        reason = f"narrowed around the top {len(points)} trials"
+    new = Range(old.name, old.from_unit(new_lo), old.from_unit(new_hi), old.log)
+    return NarrowDecision(old, new, reason, ids)
