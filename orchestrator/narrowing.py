@@ -24,16 +24,6 @@ class NarrowDecision:
     reason: str
     trial_ids: tuple[str, ...]
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.old.name,
-            "old": [self.old.low, self.old.high],
-            "new": [self.new.low, self.new.high],
-            "log": self.old.log,
-            "reason": self.reason,
-            "trials": list(self.trial_ids),
-        }
-
 
 def narrow(
     ranges: Sequence[Range],

@@ -38,8 +38,3 @@ class Range:
     @property
     def span(self) -> float:
         return self.to_unit(self.high) - self.to_unit(self.low)
-
-    def describe(self) -> str:
-        if self.log:
-            return f"10^[{self.to_unit(self.low):.2f}, {self.to_unit(self.high):.2f}]"
-        return f"[{self.low:.4g}, {self.high:.4g}]"
