@@ -39,6 +39,21 @@ def _switch(name: str, help: str):
     )
 
 
+CACHE_OPTION = click.option(
+    "--cache-dir",
+    type=click.Path(path_type=Path),
+    default=default_cache_dir,
+    envvar="BABYSITTER_CACHE",
+    show_default="$BABYSITTER_CACHE or ~/.cache/babysitter",
+    help="Where decoded images are cached.",
+)
+ADDRESS_OPTION = click.option(
+    "--address",
+    envvar="RAY_ADDRESS",
+    help="Ray cluster to run the trials on [default: a local Ray runtime on this machine].",
+)
+
+
 TRAIN_OPTIONS = [
     click.option(
         "--data",
@@ -83,14 +98,7 @@ def _train_options(func):
 @_train_options
 @click.option("--out", type=click.Path(path_type=Path), help="Run folder [default: runs/...].")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint.")
-@click.option(
-    "--cache-dir",
-    type=click.Path(path_type=Path),
-    default=default_cache_dir,
-    envvar="BABYSITTER_CACHE",
-    show_default="$BABYSITTER_CACHE or ~/.cache/babysitter",
-    help="Where decoded images are cached.",
-)
+@CACHE_OPTION
 def train(dataset: str, out: Path | None, resume: bool, cache_dir: Path, **options) -> None:
     """Train one configuration on DATASET (cifar10, faces or imagefolder) and test it.
 
@@ -142,6 +150,167 @@ def train(dataset: str, out: Path | None, resume: bool, cache_dir: Path, **optio
     click.echo(f"saved    {out}/ (config.json, metrics.jsonl, checkpoint.pt, test_metrics.json)")
 
 
+def _study_options(func):
+    options = [
+        click.argument("study", metavar="STUDY"),
+        click.option("--data", help="Data path for the study (replaces the spec's trial.data)."),
+        click.option(
+            "--budget",
+            type=click.Choice(["smoke", "demo", "full"]),
+            default="full",
+            show_default=True,
+            help="smoke: seconds, for tests; demo: minutes on a laptop CPU; full: the spec.",
+        ),
+        click.option(
+            "--study-dir",
+            type=click.Path(path_type=Path),
+            help="Study folder [default: studies/NAME-BUDGET]; an existing one is continued.",
+        ),
+        click.option("--cpus-per-trial", type=float, help="CPUs (and torch threads) per trial."),
+        click.option("--gpus-per-trial", type=float, help="GPUs per trial; 0.25 packs 4 on one."),
+        click.option("--max-concurrent", type=int, help="At most this many trials at once."),
+        ADDRESS_OPTION,
+        CACHE_OPTION,
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+@cli.command()
+@_study_options
+def run(**options) -> None:
+    """Run the whole study: coarse search, narrowing, fine search, final training, test.
+
+    STUDY is a preset (faces, cifar10) or a YAML study spec. Re-running it on the same study
+    folder continues where it stopped.
+    """
+    _start_study(target="final", **options)
+
+
+@cli.command()
+@_study_options
+@click.option("--stage", type=click.Choice(["coarse", "fine"]), required=True)
+def search(stage: str, **options) -> None:
+    """Run one search stage of STUDY (fine needs the coarse stage's results)."""
+    _start_study(target=stage, **options)
+
+
+@cli.command()
+@click.argument("study_dir", type=click.Path(path_type=Path), metavar="STUDY_DIR")
+@ADDRESS_OPTION
+@CACHE_OPTION
+def resume(study_dir: Path, address: str | None, cache_dir: Path) -> None:
+    """Continue an interrupted study: finished trials are kept, the interrupted stage goes on."""
+    from orchestrator.study_folder import StudyFolder
+
+    folder = StudyFolder(study_dir)
+    spec = folder.read_spec()
+    from orchestrator.ray_runtime import check_resources, ray_runtime
+    from orchestrator.study import load_study_data, run_study
+
+    spec, data = load_study_data(spec, None, cache_dir, click.echo)
+    target = folder.read_target()
+    with ray_runtime(address, needed=folder.needs_search(target)):
+        check_resources(spec.resources)
+        run_study(folder, spec, data, target=target, echo=click.echo)
+
+
+def _start_study(
+    target: str,
+    study: str,
+    data: str | None,
+    budget: str,
+    study_dir: Path | None,
+    cpus_per_trial: float | None,
+    gpus_per_trial: float | None,
+    max_concurrent: int | None,
+    address: str | None,
+    cache_dir: Path,
+) -> None:
+    from orchestrator.study_folder import StudyFolder
+    from orchestrator.study_spec import load_spec
+
+    spec = load_spec(study)
+    resources = {
+        key: value
+        for key, value in (
+            ("cpus_per_trial", cpus_per_trial),
+            ("gpus_per_trial", gpus_per_trial),
+            ("max_concurrent", max_concurrent),
+        )
+        if value is not None
+    }
+    changes: dict = {"resources": resources}
+    if data is not None:
+        changes["trial"] = {"data": data}
+    spec = spec.with_changes(**changes)
+    folder = StudyFolder(study_dir or Path("studies") / f"{spec.name}-{budget}")
+    from orchestrator.ray_runtime import check_resources, ray_runtime
+    from orchestrator.study import load_study_data, run_study
+
+    spec, splits = load_study_data(spec, budget, cache_dir, click.echo)
+    if target == "fine" and not (folder.results / "coarse.parquet").exists():
+        raise BabysitterError(
+            f"the fine stage narrows the coarse stage's results, and {str(folder.path)!r} has "
+            f"none; run `babysit search {study} --stage coarse` first"
+        )
+    with ray_runtime(address, needed=folder.needs_search(target)):
+        check_resources(spec.resources)
+        folder.create(spec, target)
+        run_study(folder, spec, splits, target=target, echo=click.echo)
+
+
+@cli.command()
+@click.argument("study_dir", type=click.Path(path_type=Path), metavar="STUDY_DIR")
+@click.option("--stage", type=click.Choice(["coarse", "fine"]), help="One stage [default: all].")
+@click.option("--epochs", "per_epoch", is_flag=True, help="One row per trial and epoch.")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    help="Write a .csv or .parquet file instead of printing.",
+)
+def results(study_dir: Path, stage: str | None, per_epoch: bool, out: Path | None) -> None:
+    """Print the trials of a study (status, searched settings, metrics) or export every column
+    (full config, per-epoch metrics with --epochs) to CSV or Parquet."""
+    import pandas as pd
+
+    from orchestrator.results import read_tables
+    from orchestrator.study_folder import StudyFolder
+
+    folder = StudyFolder(study_dir)
+    spec = folder.read_spec()
+    frames = []
+    for name in [stage] if stage else ["coarse", "fine"]:
+        tables = read_tables(folder.results, name)
+        if tables is not None:
+            frames.append(tables[1] if per_epoch else tables[0])
+    if not frames:
+        raise BabysitterError(
+            f"{str(study_dir)!r} has no finished {stage or 'search'} stage yet; "
+            f"run or resume the study first"
+        )
+    frame = pd.concat(frames, ignore_index=True)
+    if out is None:
+        if per_epoch:
+            shown = ["stage", "trial_id", "epoch", "train_loss", "train_acc", "val_loss", "val_acc"]
+            shown += ["lr", "update_ratio/conv1"]
+        else:
+            shown = ["stage", "trial_id", "status", "epochs_run", "retries", *spec.search_space]
+            shown += ["train_loss", "val_loss", "val_acc", "seconds"]
+        with pd.option_context("display.width", 200, "display.float_format", "{:.4g}".format):
+            click.echo(frame[[c for c in shown if c in frame]].to_string(index=False))
+        click.echo(f"({len(frame)} rows; --out FILE.csv or .parquet exports every column)")
+        return
+    if out.suffix not in (".csv", ".parquet"):
+        raise BabysitterError(f"--out {str(out)!r}: the name must end in .csv or .parquet")
+    if out.suffix == ".csv":
+        frame.to_csv(out, index=False)
+    else:
+        frame.to_parquet(out, index=False)
+    click.echo(f"wrote {len(frame)} rows to {out}")
+
+
 class _EpochProgress:
     """A batch progress bar on a terminal; nothing when stderr is a pipe or a file."""
 
@@ -170,6 +339,7 @@ class _EpochProgress:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point: one line per error, exit 2 for usage errors and 1 for bad input."""
+    sys.stdout.reconfigure(line_buffering=True)  # progress lines reach `tee` and logs at once
     try:
         cli.main(args=argv, prog_name="babysit", standalone_mode=False)
     except click.exceptions.NoArgsIsHelpError as exc:

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from trainables.metrics import ClassificationReport
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def epoch_line(epoch: int, epochs: int, metrics: dict[str, float], status: str) -> str:
@@ -41,3 +46,45 @@ def test_summary(report: ClassificationReport) -> str:
     for name, row in zip(names, report.confusion, strict=True):
         lines.append(f"{name:<{width}}" + "".join(f" {v:>{cell}d}" for v in row))
     return "\n".join(lines)
+
+
+def stage_table(stage: str, trials: pd.DataFrame, params: list[str], top_k: int) -> str:
+    """The stage's status counts and its top-k trials, best first."""
+    from orchestrator.results import rank
+
+    counts = trials["status"].value_counts()
+    head = f"{stage:<6} {len(trials)} trials: " + ", ".join(f"{n} {s}" for s, n in counts.items())
+    top = rank(trials).head(top_k)
+    if top.empty:
+        return head
+    columns = ["trial_id", "status", "epochs", *params, "val_acc"]
+    rows = [
+        [
+            row["trial_id"],
+            row["status"],
+            str(row["epochs_run"]),
+            *(_cell(row[p]) for p in params),
+            f"{row['val_acc']:.4f}",
+        ]
+        for _, row in top.iterrows()
+    ]
+    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(columns)]
+    lines = [head, f"top {len(top)} by val_acc:"]
+    for cells in [columns, *rows]:
+        lines.append("  " + "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)))
+    return "\n".join(lines)
+
+
+def narrowing_lines(record: dict) -> str:
+    lines = [f"narrow   from the top {record['top_k']} coarse trials by {record['metric']}:"]
+    for d in record["decisions"]:
+        (kind, old), (_, new) = next(iter(d["old"].items())), next(iter(d["new"].items()))
+        lines.append(
+            f"  {d['name']:<10} {kind} [{old[0]:.3g}, {old[1]:.3g}] -> [{new[0]:.3g}, "
+            f"{new[1]:.3g}]  {d['reason']}"
+        )
+    return "\n".join(lines)
+
+
+def _cell(value: object) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)

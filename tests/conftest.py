@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -52,3 +54,23 @@ def write_image_tree(root: Path, layout: dict[str, int], size=(12, 10), mode="RG
                 root / folder / f"{i:03d}.png"
             )
     return root
+
+
+BABYSIT = [sys.executable, "-m", "orchestrator"]
+
+
+def babysit(*args: str, cache: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "BABYSITTER_CACHE": str(cache)}
+    return subprocess.run(
+        [*BABYSIT, *map(str, args)], capture_output=True, text=True, env=env, timeout=timeout
+    )
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("Error: ")
+    for fragment in fragments:
+        assert fragment in lines[0]

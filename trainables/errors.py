@@ -5,8 +5,8 @@ class BabysitterError(Exception):
     """Bad input: the message names the argument, its value and the rule or the fix."""
 
 
-class ConfigError(BabysitterError):
-    """A trial or study setting breaks a rule."""
+class ConfigError(BabysitterError, ValueError):
+    """A trial or study setting breaks a rule (a ValueError, so validators can raise it)."""
 
 
 class DataError(BabysitterError):

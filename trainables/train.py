@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,8 +99,12 @@ class _Normalizer:
 
 
 def _to_device(split: Split, runtime: Runtime) -> tuple[torch.Tensor, torch.Tensor]:
-    images = torch.from_numpy(np.ascontiguousarray(split.images)).to(runtime.device)
-    return images, torch.from_numpy(np.asarray(split.labels)).to(runtime.device)
+    # Arrays from Ray's object store are read-only shared memory; the loop only reads them.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        images = torch.from_numpy(np.ascontiguousarray(split.images)).to(runtime.device)
+        labels = torch.from_numpy(np.asarray(split.labels)).to(runtime.device)
+    return images, labels
 
 
 def train(

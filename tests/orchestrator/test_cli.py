@@ -6,33 +6,12 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import FACES, write_image_tree
-
-BABYSIT = [sys.executable, "-m", "orchestrator"]
-
-
-def babysit(*args: str, cache: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "BABYSITTER_CACHE": str(cache)}
-    return subprocess.run(
-        [*BABYSIT, *map(str, args)], capture_output=True, text=True, env=env, timeout=timeout
-    )
-
-
-def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:
-    assert proc.returncode != 0
-    assert "Traceback" not in proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr
-    assert lines[0].startswith("Error: ")
-    for fragment in fragments:
-        assert fragment in lines[0]
-
+from tests.conftest import BABYSIT, FACES, assert_one_line_error, babysit, write_image_tree
 
 FAST = ["--train-subset", "800", "--threads", "2"]
 

@@ -56,3 +56,9 @@ def test_ranges_reject_impossible_bounds():
         Range("lr", 1e-3, 1e-6, log=True)
     with pytest.raises(ConfigError, match="a log range needs low > 0"):
         Range("l2", 0.0, 1.0, log=True)
+
+
+def test_a_runner_up_on_a_boundary_widens_too():
+    rows = trials([(0.9, 3e-4, 1e-3), (0.89, 9.5e-4, 1e-2), (0.6, 1e-5, 1e-4), (0.5, 2e-5, 1)])
+    lr, _ = narrow([LR, L2], rows, top_k=4)
+    assert lr.new.high > LR.high and "a top-3 trial sits on the upper boundary" in lr.reason

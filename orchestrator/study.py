@@ -1,0 +1,234 @@
+"""A study: coarse stage -> narrowing -> fine stage -> final training -> test, all in one
+study folder, each step skipped when its output is already there (which is how resume works)."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from orchestrator import console
+from orchestrator.narrowing import narrow
+from orchestrator.ray_trainable import run_trial
+from orchestrator.results import DIVERGED, ERRORED, rank, read_tables, write_tables
+from orchestrator.run_folder import RunFolder
+from orchestrator.search_space import Param, parse_space
+from orchestrator.stage import METRIC, StageRun, run_stage
+from orchestrator.study_folder import TARGETS, StudyFolder
+from orchestrator.study_spec import StudySpec
+from trainables.config import TrialConfig
+from trainables.datasets import DataSplits, load_data
+from trainables.errors import BabysitterError
+from trainables.metrics import ClassificationReport
+from trainables.train import DIVERGED as TRAIN_DIVERGED
+from trainables.train import evaluate_on_test, train
+
+Echo = Callable[[str], None]
+
+
+def load_study_data(
+    spec: StudySpec, budget: str | None, cache_dir: Path, echo: Echo
+) -> tuple[StudySpec, DataSplits]:
+    """Decode the data once (the trials get it through Ray's object store) and, for a new
+    study, scale the spec to ``budget`` now that the training split's size is known."""
+    if budget is None:
+        data = load_data(spec.base_config(), cache_dir)
+    else:
+        data = load_data(spec.base_config().replace(train_subset=None), cache_dir)
+        spec = spec.with_budget(budget, train_images=len(data.train))
+        if spec.trial.get("train_subset") is not None:
+            data = load_data(spec.base_config(), cache_dir)
+    echo(f"data     {data.summary()}")
+    return spec, data
+
+
+def run_study(
+    folder: StudyFolder,
+    spec: StudySpec,
+    data: DataSplits,
+    *,
+    target: str = "final",
+    echo: Echo = print,
+    trainable: Callable[..., None] = run_trial,
+) -> dict[str, Any]:
+    """Run every step up to ``target`` that has not finished yet; return the summary."""
+    echo(
+        f"study    {spec.name} (budget {spec.budget}) in {folder.path}: coarse "
+        f"{spec.coarse.trials}x{spec.coarse.epochs} ep, fine {spec.fine.trials}x{spec.fine.epochs} "
+        f"ep, final {spec.final_epochs} ep"
+    )
+    summary: dict[str, Any] = {"study": spec.name, "budget": spec.budget}
+    coarse = _stage(folder, spec, "coarse", spec.space(), data, echo, trainable)
+    summary["coarse"] = _best_row(coarse, spec.space())
+    if target == "coarse":
+        return summary
+    fine_space = _narrowing(folder, spec, coarse, echo)
+    fine = _stage(folder, spec, "fine", fine_space, data, echo, trainable)
+    summary["fine"] = _best_row(fine, fine_space)
+    if target == "fine":
+        return summary
+    best = rank(fine)
+    if best.empty:
+        raise BabysitterError(_nothing_usable("fine", fine))
+    chosen = _config_of(best.iloc[0], spec, fine_space)
+    summary["final"] = _final(folder, chosen, data, echo)
+    (folder.path / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    return summary
+
+
+def _stage(
+    folder: StudyFolder,
+    spec: StudySpec,
+    name: str,
+    space: dict[str, Param],
+    data: DataSplits,
+    echo: Echo,
+    trainable: Callable[..., None],
+) -> pd.DataFrame:
+    tables = read_tables(folder.results, name)
+    if tables is None:
+        stage = spec.stage(name)
+        echo(
+            f"{name:<6} {stage.trials} trials x {stage.epochs} epochs, {stage.search} search, "
+            f"{stage.scheduler.type} scheduler: "
+            + ", ".join(f"{p.name} {p.describe()}" for p in space.values())
+        )
+        run = StageRun(
+            name,
+            stage,
+            space,
+            spec.base_config(),
+            spec.resources,
+            spec.retries,
+            folder.path / "ray",
+            seed=spec.base_config().seed + TARGETS.index(name),
+        )
+        tables = run_stage(run, data, echo=echo, trainable=trainable)
+        write_tables(folder.results, name, *tables)
+    else:
+        echo(f"{name:<6} already finished: {folder.results / (name + '.parquet')}")
+    trials = tables[0]
+    echo(console.stage_table(name, trials, list(space), spec.narrowing.top_k))
+    return trials
+
+
+def _narrowing(
+    folder: StudyFolder, spec: StudySpec, coarse: pd.DataFrame, echo: Echo
+) -> dict[str, Param]:
+    if not folder.narrowing_file.exists():
+        space = spec.space()
+        numeric = [p.range() for p in space.values() if p.numeric]
+        rows = coarse.to_dict("records")
+        if not any(r["status"] not in (DIVERGED, ERRORED) for r in rows):
+            raise BabysitterError(_nothing_usable("coarse", coarse))
+        decisions = narrow(numeric, rows, metric=METRIC, top_k=spec.narrowing.top_k)
+        fine = dict(space)
+        for d in decisions:
+            fine[d.new.name] = space[d.new.name].with_range(d.new)
+        record = {
+            "metric": METRIC,
+            "top_k": spec.narrowing.top_k,
+            "decisions": [
+                {
+                    "name": d.old.name,
+                    "old": space[d.old.name].to_spec(),
+                    "new": fine[d.old.name].to_spec(),
+                    "reason": d.reason,
+                    "trial_ids": list(d.trial_ids),
+                }
+                for d in decisions
+            ],
+            "fine_space": {name: p.to_spec() for name, p in fine.items()},
+        }
+        folder.narrowing_file.write_text(json.dumps(record, indent=2) + "\n")
+    record = json.loads(folder.narrowing_file.read_text())
+    echo(console.narrowing_lines(record))
+    return parse_space(record["fine_space"])
+
+
+def _config_of(row: pd.Series, spec: StudySpec, space: dict[str, Param]) -> TrialConfig:
+    values = {name: _plain(row[name]) for name in space}
+    return spec.base_config().replace(
+        **values, epochs=spec.final_epochs, threads=os.cpu_count() or 1
+    )
+
+
+def _final(folder: StudyFolder, config: TrialConfig, data: DataSplits, echo: Echo) -> dict:
+    run = RunFolder.open(folder.final, resume=True)
+    result_file = folder.final / "result.json"
+    if result_file.exists():
+        echo(f"final  already trained: {folder.final}")
+    else:
+        echo(f"final  training the best fine config for {config.epochs} epochs")
+        run.write_json("config.json", config.to_dict())
+
+        def on_epoch(report) -> None:
+            run.append_metrics({**report.metrics, "status": report.status})
+            echo(
+                "final  "
+                + console.epoch_line(report.epoch, config.epochs, report.metrics, report.status)
+            )
+
+        result = train(config, data, on_epoch=on_epoch, checkpoint_path=run.checkpoint, resume=True)
+        if result.status == TRAIN_DIVERGED:
+            run.write_json("result.json", {"status": TRAIN_DIVERGED, "reason": result.reason})
+        else:
+            report = evaluate_on_test(result.model, data, config)
+            run.write_json("test_metrics.json", report.to_dict())
+            run.write_json(
+                "result.json", {"status": result.status, "test_accuracy": report.accuracy}
+            )
+    outcome = json.loads(result_file.read_text())
+    chosen = json.loads((folder.final / "config.json").read_text())
+    echo(
+        "chosen   "
+        + ", ".join(
+            f"{k}={_short(v)}"
+            for k, v in chosen.items()
+            if k in ("lr", "l2") or k in _changed(chosen)
+        )
+    )
+    if outcome["status"] == TRAIN_DIVERGED:
+        echo(f"final  diverged: {outcome['reason']}")
+        return {"status": TRAIN_DIVERGED, "config": chosen}
+    test = json.loads((folder.final / "test_metrics.json").read_text())
+    echo(console.test_summary(ClassificationReport(**test)))
+    return {"status": outcome["status"], "config": chosen, "test_accuracy": test["accuracy"]}
+
+
+def _best_row(trials: pd.DataFrame, space: dict[str, Param]) -> dict[str, Any]:
+    best = rank(trials)
+    if best.empty:
+        return {}
+    row = best.iloc[0]
+    return {
+        "trial_id": row["trial_id"],
+        "val_acc": float(row["val_acc"]),
+        **{name: _plain(row[name]) for name in space},
+    }
+
+
+def _nothing_usable(stage: str, trials: pd.DataFrame) -> str:
+    counts = trials["status"].value_counts().to_dict()
+    return (
+        f"the {stage} stage has no usable trial ({', '.join(f'{v} {k}' for k, v in counts.items())}"
+        "); lower the lr range or check `babysit results` for the errors"
+    )
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if hasattr(value, "item") else value
+
+
+def _short(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def _changed(config: dict[str, Any]) -> set[str]:
+    defaults = TrialConfig().to_dict()
+    skip = {"data", "epochs", "threads", "dataset", "train_subset"}
+    return {k for k, v in config.items() if k not in skip and defaults.get(k) != v}

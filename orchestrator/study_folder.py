@@ -1,0 +1,101 @@
+"""The study folder: one study's spec, Ray Tune experiments, results, narrowing and final run.
+A folder never mixes two specs; what is already in it is never redone."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from orchestrator.study_spec import StudySpec, parse_spec
+from trainables.errors import BabysitterError
+
+TARGETS = ("coarse", "fine", "final")
+
+
+@dataclass(frozen=True)
+class StudyFolder:
+    path: Path
+
+    @property
+    def spec_file(self) -> Path:
+        return self.path / "spec.yaml"
+
+    @property
+    def state_file(self) -> Path:
+        return self.path / "study.json"
+
+    @property
+    def results(self) -> Path:
+        return self.path / "results"
+
+    @property
+    def narrowing_file(self) -> Path:
+        return self.path / "narrowing.json"
+
+    @property
+    def final(self) -> Path:
+        return self.path / "final"
+
+    def exists(self) -> bool:
+        return self.spec_file.exists()
+
+    def needs_search(self, target: str) -> bool:
+        """Whether a search stage up to ``target`` is still to run (and so needs Ray)."""
+        stages = ["coarse"] if target == "coarse" else ["coarse", "fine"]
+        return any(not (self.results / f"{s}.parquet").exists() for s in stages)
+
+    def read_spec(self) -> StudySpec:
+        if not self.exists():
+            raise BabysitterError(
+                f"STUDY_DIR {str(self.path)!r} holds no study (no spec.yaml); start one with "
+                "`babysit run STUDY --study-dir DIR`"
+            )
+        return parse_spec(self.spec_file.read_text(), str(self.spec_file))
+
+    def read_target(self) -> str:
+        if not self.state_file.exists():
+            return "final"
+        return json.loads(self.state_file.read_text())["target"]
+
+    def create(self, spec: StudySpec, target: str) -> None:
+        """Write the spec, or check that the folder's study is this one: a study folder
+        never mixes two specs."""
+        if self.exists():
+            saved = self.read_spec()
+            differs = _first_difference(_comparable(saved), _comparable(spec))
+            if differs is not None:
+                key, old, new = differs
+                raise BabysitterError(
+                    f"study folder {str(self.path)!r} holds a study with {key}={old!r}, now "
+                    f"{key}={new!r}; resume it with `babysit resume {self.path}` or pass another "
+                    "--study-dir"
+                )
+            if TARGETS.index(target) <= TARGETS.index(self.read_target()):
+                return
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.spec_file.write_text(spec.to_yaml())
+        self.state_file.write_text(json.dumps({"target": target}) + "\n")
+
+
+def _comparable(spec: StudySpec) -> dict[str, Any]:
+    """The spec's fields that define the study's results (resources only change its speed)."""
+    return _flatten({k: v for k, v in spec.model_dump().items() if k != "resources"})
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value and key != "search_space":
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _first_difference(old: dict[str, Any], new: dict[str, Any]) -> tuple[str, Any, Any] | None:
+    for key in sorted(set(old) | set(new)):
+        if old.get(key) != new.get(key):
+            return key, old.get(key), new.get(key)
+    return None

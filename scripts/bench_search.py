@@ -1,0 +1,81 @@
+"""Search-stage benchmarks on the faces data, on a real local Ray runtime, in one process.
+
+1. Orchestration efficiency of a coarse stage: the seconds the trials spent training (sum of
+   their epochs) / (stage wall time x concurrent trial slots). 1.0 would mean Ray, trial start-up
+   and evaluation cost nothing.
+2. ASHA vs FIFO on the same sampled trials (same searcher seed): epochs consumed and best
+   validation accuracy, as ratios ASHA / FIFO.
+
+Run: .venv/bin/python scripts/bench_search.py [--trials 20 --epochs 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import ray
+
+from orchestrator.cli import default_cache_dir
+from orchestrator.results import rank
+from orchestrator.stage import StageRun, run_stage
+from orchestrator.study_spec import Scheduler, Stage, load_spec
+from trainables.datasets import load_data
+
+FACES = Path(__file__).resolve().parents[2] / "shared" / "data" / "cbcl-faces.tar.gz"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=20)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--train-subset", type=int, default=None)
+    parser.add_argument("--data", type=Path, default=FACES)
+    args = parser.parse_args()
+
+    trial = {"data": str(args.data)}
+    if args.train_subset:
+        trial["train_subset"] = args.train_subset
+    spec = load_spec("faces").with_changes(trial=trial)
+    data = load_data(spec.base_config(), default_cache_dir())
+    slots = os.cpu_count() or 1
+    ray.init(num_cpus=slots, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+    print(f"data   {data.summary()}; {slots} trial slots (1 CPU each)")
+
+    stats = {}
+    with tempfile.TemporaryDirectory() as storage:
+        for name in ("asha", "fifo"):
+            stage = Stage(
+                trials=args.trials,
+                epochs=args.epochs,
+                scheduler=Scheduler(type=name, grace_period=1, reduction_factor=3),
+            )
+            run = StageRun(
+                name, stage, spec.space(), spec.base_config(), spec.resources, 0, Path(storage)
+            )
+            start = time.perf_counter()
+            trials, epochs = run_stage(run, data, echo=lambda line: None)
+            wall = time.perf_counter() - start
+            training = float(epochs["epoch_seconds"].sum())
+            best = rank(trials).iloc[0]["val_acc"]
+            stats[name] = (wall, training, int(trials["epochs_run"].sum()), float(best))
+            print(
+                f"{name:<5}  {len(trials)} trials x {args.epochs} epochs: wall {wall:.1f} s, "
+                f"training {training:.1f} s, epochs consumed {stats[name][2]}, "
+                f"best val_acc {best:.4f}, efficiency {training / (wall * slots):.3f}"
+            )
+    ray.shutdown()
+
+    a_wall, _, a_epochs, a_best = stats["asha"]
+    f_wall, f_train, f_epochs, f_best = stats["fifo"]
+    print(f"orchestration efficiency (FIFO stage)   {f_train / (f_wall * slots):.3f}")
+    print(f"ratio ASHA / FIFO epochs consumed       {a_epochs / f_epochs:.3f}")
+    print(f"ratio ASHA / FIFO wall time             {a_wall / f_wall:.3f}")
+    print(f"ratio ASHA / FIFO best val_acc          {a_best / f_best:.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,267 @@
+"""Whole studies on a real local Ray runtime: planted faults in-process, and the CLI as a user
+runs it (including a driver killed with SIGKILL and resumed)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import ray
+from ray import cloudpickle
+
+from orchestrator.results import FINISHED
+from orchestrator.stage import StageRun, run_stage
+from orchestrator.study import load_study_data, run_study
+from orchestrator.study_folder import StudyFolder
+from orchestrator.study_spec import parse_spec
+from tests.conftest import BABYSIT, CIFAR10, FACES, assert_one_line_error, babysit
+from tests.orchestrator import planted
+from trainables.datasets import load_data
+
+FAULTS_SPEC = f"""
+name: faults
+trial: {{dataset: faces, data: {FACES}, train_subset: 600}}
+search_space:
+  lr: {{grid: [{planted.FAILS_ONCE_LR}, 1000.0, {planted.ALWAYS_FAILS_LR}]}}
+  l2: {{loguniform: [1.0e-5, 1.0e-3]}}
+coarse: {{trials: 1, epochs: 3, search: grid, scheduler: {{type: fifo}}}}
+fine: {{trials: 1, epochs: 2, search: grid, scheduler: {{type: fifo}}}}
+final: {{epochs: 2}}
+retries: 1
+"""
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.mark.slow
+def test_a_trial_that_raises_is_retried_from_its_checkpoint_and_the_study_completes(
+    tmp_path, cache_dir, local_ray
+):
+    cloudpickle.register_pickle_by_value(planted)
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    spec, data = load_study_data(parse_spec(FAULTS_SPEC, "faults"), "full", cache_dir, print)
+    folder = StudyFolder(tmp_path / "study")
+    folder.create(spec, "final")
+    summary = run_study(folder, spec, data, echo=print, trainable=planted.flaky_trainable(markers))
+
+    coarse = pd.read_parquet(folder.results / "coarse.parquet").set_index("lr")
+    once = coarse.loc[planted.FAILS_ONCE_LR]
+    assert once["status"] == "completed" and once["retries"] == 1
+    assert (markers / f"3-{planted.FAILS_ONCE_LR:g}.starts").read_text() == "0\n1\n"
+    epochs = pd.read_parquet(folder.results / "coarse_epochs.parquet")
+    assert list(epochs[epochs["trial_id"] == once["trial_id"]]["epoch"]) == [1, 2, 3]
+
+    assert coarse.loc[1000.0, "status"] == "diverged"
+    always = coarse.loc[planted.ALWAYS_FAILS_LR]
+    assert always["status"] == "errored" and "planted: this trial always fails" in always["error"]
+
+    assert summary["coarse"]["lr"] == summary["fine"]["lr"] == planted.FAILS_ONCE_LR
+    assert summary["final"]["config"]["lr"] == planted.FAILS_ONCE_LR
+    assert summary["final"]["test_accuracy"] > 0.5
+
+
+@pytest.mark.slow
+def test_run_smoke_study_end_to_end_then_rerun_is_a_no_op(tmp_path, cache_dir):
+    study = tmp_path / "study"
+    args = ["run", "faces", "--data", FACES, "--budget", "smoke", "--study-dir", study]
+    proc = babysit(*args, cache=cache_dir)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    for fragment in ("coarse   4/4 done", "fine     2/2 done", "narrow", "chosen", "test accuracy"):
+        assert fragment in out
+    coarse = pd.read_parquet(study / "results" / "coarse.parquet")
+    fine = pd.read_parquet(study / "results" / "fine.parquet")
+    assert len(coarse) == coarse["trial_id"].nunique() == 4 and len(fine) == 2
+    assert set(coarse["status"]) <= set(FINISHED) and (coarse["train_subset"] == 600).all()
+    narrowing = json.loads((study / "narrowing.json").read_text())
+    assert [d["name"] for d in narrowing["decisions"]] == ["lr", "l2"]
+    fine_lr = narrowing["fine_space"]["lr"]["loguniform"]
+    assert fine["lr"].between(*fine_lr).all()
+    assert "budget: smoke" in (study / "spec.yaml").read_text()
+    test = json.loads((study / "final" / "test_metrics.json").read_text())
+    assert sum(test["support"]) == 1396
+
+    again = babysit(*args, cache=cache_dir)
+    assert again.returncode == 0, again.stderr
+    assert "coarse already finished" in again.stdout and "final  already trained" in again.stdout
+    assert pd.read_parquet(study / "results" / "coarse.parquet").equals(coarse)
+
+    export = tmp_path / "trials.csv"
+    proc = babysit("results", study, "--out", export, cache=cache_dir)
+    assert proc.returncode == 0 and "wrote 6 rows" in proc.stdout
+    table = pd.read_csv(export)
+    assert {"trial_id", "status", "lr", "l2", "val_acc", "stage"} <= set(table.columns)
+    printed = babysit("results", study, "--stage", "fine", "--epochs", cache=cache_dir)
+    assert printed.returncode == 0 and "update_ratio/conv1" in printed.stdout
+
+    other = babysit(*args[:-3], "demo", "--study-dir", study, cache=cache_dir)
+    assert_one_line_error(other, "holds a study with budget='smoke', now budget='demo'")
+
+
+@pytest.mark.slow
+def test_run_cifar10_smoke_completes(tmp_path, cache_dir):
+    study = tmp_path / "study"
+    proc = babysit(
+        "run",
+        "cifar10",
+        "--data",
+        CIFAR10,
+        "--budget",
+        "smoke",
+        "--study-dir",
+        study,
+        cache=cache_dir,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "test accuracy" in proc.stdout and "(10000 images)" in proc.stdout
+    assert len(pd.read_parquet(study / "results" / "coarse.parquet")) == 4
+
+
+KILL_SPEC = """
+name: killme
+trial: {dataset: faces, train_subset: 600}
+search_space:
+  lr: {loguniform: [1.0e-3, 1.0e-1]}
+  l2: {loguniform: [1.0e-5, 1.0e-3]}
+coarse: {trials: 8, epochs: 2, scheduler: {type: fifo}}
+fine: {trials: 2, epochs: 2}
+"""
+
+
+def _finished_trials(experiment: Path, epochs: int) -> dict[str, int]:
+    """Trial folder -> number of reported results, for trials that reported their last epoch."""
+    finished = {}
+    for result in experiment.glob("*/result.json"):
+        rows = [json.loads(line) for line in result.read_text().splitlines() if line.strip()]
+        if any(r.get("epoch") == epochs or r.get("trial_status") == "diverged" for r in rows):
+            finished[result.parent.name] = len(rows)
+    return finished
+
+
+@pytest.mark.slow
+def test_sigkilled_driver_resumes_without_rerunning_or_losing_trials(tmp_path, cache_dir):
+    spec_file = tmp_path / "killme.yaml"
+    spec_file.write_text(KILL_SPEC)
+    study = tmp_path / "study"
+    env = {**os.environ, "BABYSITTER_CACHE": str(cache_dir)}
+    args = ["search", spec_file, "--stage", "coarse", "--data", FACES, "--study-dir", study]
+    driver = subprocess.Popen(
+        [*BABYSIT, *map(str, args)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    experiment = study / "ray" / "coarse"
+    deadline = time.monotonic() + 180
+    while len(_finished_trials(experiment, 2)) < 2:
+        assert driver.poll() is None, "the stage ended before the kill"
+        assert time.monotonic() < deadline, "no trial finished in time"
+        time.sleep(0.2)
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    leftovers = driver.pid  # the killed driver's Ray agents outlive it in its process group
+    before = _finished_trials(experiment, 2)
+    assert not (study / "results" / "coarse.parquet").exists()
+
+    try:
+        proc = babysit("resume", study, cache=cache_dir)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(leftovers, signal.SIGKILL)
+    assert proc.returncode == 0, proc.stderr
+    assert "resuming the interrupted stage" in proc.stdout
+    assert "narrow" not in proc.stdout  # the study was started for the coarse stage only
+    assert not (study / "results" / "fine.parquet").exists()
+    trials = pd.read_parquet(study / "results" / "coarse.parquet")
+    assert len(trials) == trials["trial_id"].nunique() == 8
+    assert set(trials["status"]) == {"completed"}
+    after = _finished_trials(experiment, 2)
+    assert before.keys() < after.keys() and len(after) == 8
+    for name, reports in before.items():
+        assert after[name] == reports, f"{name} was rerun after the kill"
+    epochs = pd.read_parquet(study / "results" / "coarse_epochs.parquet")
+    assert not epochs.duplicated(["trial_id", "epoch"]).any()
+
+
+def test_study_errors_are_one_line(tmp_path, cache_dir):
+    assert_one_line_error(
+        babysit("run", "nosuch", cache=cache_dir), "STUDY 'nosuch' is neither a preset"
+    )
+    bad = tmp_path / "bad.yaml"
+    assert "trials: 8" in KILL_SPEC
+    bad.write_text(KILL_SPEC.replace("trials: 8", "trials: 0"))
+    assert_one_line_error(
+        babysit("run", bad, "--data", FACES, cache=cache_dir), "coarse.trials=0", str(bad)
+    )
+    assert_one_line_error(
+        babysit("resume", tmp_path / "empty", cache=cache_dir), "holds no study (no spec.yaml)"
+    )
+    assert_one_line_error(babysit("results", tmp_path / "empty", cache=cache_dir), "holds no study")
+    spec_file = tmp_path / "ok.yaml"
+    spec_file.write_text(KILL_SPEC)
+    proc = babysit(
+        "search",
+        spec_file,
+        "--stage",
+        "fine",
+        "--data",
+        FACES,
+        "--study-dir",
+        tmp_path / "s",
+        cache=cache_dir,
+    )
+    assert_one_line_error(proc, "run `babysit search", "--stage coarse` first")
+    proc = babysit("run", "faces", "--cpus-per-trial", "0", cache=cache_dir)
+    assert_one_line_error(proc, "resources.cpus_per_trial=0.0", "greater than 0")
+    gpu_study = tmp_path / "gpu"
+    proc = babysit(
+        "run",
+        "faces",
+        "--data",
+        FACES,
+        "--budget",
+        "smoke",
+        "--gpus-per-trial",
+        "0.5",
+        "--study-dir",
+        gpu_study,
+        cache=cache_dir,
+    )
+    assert_one_line_error(proc, "--gpus-per-trial 0.5 asks for more than the largest Ray node")
+    assert not gpu_study.exists()
+
+
+@pytest.mark.slow
+def test_optuna_tpe_searches_through_ray_tune(tmp_path, cache_dir, local_ray):
+    spec = parse_spec(
+        f"""
+name: tpe
+trial: {{dataset: faces, data: {FACES}, train_subset: 300}}
+search_space: {{lr: {{loguniform: [1.0e-3, 1.0e-1]}}, optimizer: {{choice: [sgd, adam]}}}}
+coarse: {{trials: 4, epochs: 1, search: optuna}}
+fine: {{trials: 1, epochs: 1}}
+""",
+        "tpe",
+    )
+    data = load_data(spec.base_config(), cache_dir)
+    run = StageRun(
+        "coarse", spec.coarse, spec.space(), spec.base_config(), spec.resources, 0, tmp_path
+    )
+    trials, _ = run_stage(run, data, echo=print)
+    assert len(trials) == 4 and set(trials["status"]) == {"completed"}
+    assert trials["lr"].between(1e-3, 1e-1).all() and trials["lr"].nunique() == 4
+    assert set(trials["optimizer"]) <= {"sgd", "adam"}
