@@ -17,9 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import ray
-
 from orchestrator.cli import default_cache_dir
+from orchestrator.ray_runtime import ray_runtime
 from orchestrator.results import rank
 from orchestrator.stage import StageRun, run_stage
 from orchestrator.study_spec import Scheduler, Stage, load_spec
@@ -42,11 +41,10 @@ def main() -> None:
     spec = load_spec("faces").with_changes(trial=trial)
     data = load_data(spec.base_config(), default_cache_dir())
     slots = os.cpu_count() or 1
-    ray.init(num_cpus=slots, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
     print(f"data   {data.summary()}; {slots} trial slots (1 CPU each)")
 
     stats = {}
-    with tempfile.TemporaryDirectory() as storage:
+    with ray_runtime(), tempfile.TemporaryDirectory() as storage:
         for name in ("asha", "fifo"):
             stage = Stage(
                 trials=args.trials,
@@ -67,7 +65,6 @@ def main() -> None:
                 f"training {training:.1f} s, epochs consumed {stats[name][2]}, "
                 f"best val_acc {best:.4f}, efficiency {training / (wall * slots):.3f}"
             )
-    ray.shutdown()
 
     a_wall, _, a_epochs, a_best = stats["asha"]
     f_wall, f_train, f_epochs, f_best = stats["fifo"]
