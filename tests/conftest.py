@@ -74,3 +74,15 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) ->
     assert lines[0].startswith("Error: ")
     for fragment in fragments:
         assert fragment in lines[0]
+
+
+def run_script(name: str, *args: str, cache: Path) -> subprocess.CompletedProcess:
+    """Run ``scripts/NAME`` as a user does, with its decode cache under ``cache``."""
+    env = {**os.environ, "XDG_CACHE_HOME": str(cache)}
+    return subprocess.run(
+        [sys.executable, str(REPO / "scripts" / name), *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
