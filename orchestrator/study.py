@@ -14,7 +14,7 @@ import pandas as pd
 from orchestrator import console
 from orchestrator.narrowing import narrow
 from orchestrator.ray_trainable import run_trial
-from orchestrator.results import DIVERGED, ERRORED, rank, read_tables, write_tables
+from orchestrator.results import rank, read_tables, write_tables
 from orchestrator.run_folder import RunFolder
 from orchestrator.search_space import Param, parse_space
 from orchestrator.stage import METRIC, StageRun, run_stage
@@ -75,7 +75,7 @@ def run_study(
     if best.empty:
         raise BabysitterError(_nothing_usable("fine", fine))
     chosen = _config_of(best.iloc[0], spec, fine_space)
-    summary["final"] = _final(folder, chosen, data, echo)
+    summary["final"] = _final(folder, chosen, list(fine_space), data, echo)
     (folder.path / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     return summary
 
@@ -122,10 +122,12 @@ def _narrowing(
     if not folder.narrowing_file.exists():
         space = spec.space()
         numeric = [p.range() for p in space.values() if p.numeric]
-        rows = coarse.to_dict("records")
-        if not any(r["status"] not in (DIVERGED, ERRORED) for r in rows):
-            raise BabysitterError(_nothing_usable("coarse", coarse))
-        decisions = narrow(numeric, rows, metric=METRIC, top_k=spec.narrowing.top_k)
+        try:
+            decisions = narrow(
+                numeric, coarse.to_dict("records"), metric=METRIC, top_k=spec.narrowing.top_k
+            )
+        except ValueError:
+            raise BabysitterError(_nothing_usable("coarse", coarse)) from None
         fine = dict(space)
         for d in decisions:
             fine[d.new.name] = space[d.new.name].with_range(d.new)
@@ -157,7 +159,9 @@ def _config_of(row: pd.Series, spec: StudySpec, space: dict[str, Param]) -> Tria
     )
 
 
-def _final(folder: StudyFolder, config: TrialConfig, data: DataSplits, echo: Echo) -> dict:
+def _final(
+    folder: StudyFolder, config: TrialConfig, searched: list[str], data: DataSplits, echo: Echo
+) -> dict:
     run = RunFolder.open(folder.final, resume=True)
     result_file = folder.final / "result.json"
     if result_file.exists():
@@ -184,14 +188,7 @@ def _final(folder: StudyFolder, config: TrialConfig, data: DataSplits, echo: Ech
             )
     outcome = json.loads(result_file.read_text())
     chosen = json.loads((folder.final / "config.json").read_text())
-    echo(
-        "chosen   "
-        + ", ".join(
-            f"{k}={_short(v)}"
-            for k, v in chosen.items()
-            if k in ("lr", "l2") or k in _changed(chosen)
-        )
-    )
+    echo("chosen   " + ", ".join(f"{k}={_short(chosen[k])}" for k in searched))
     if outcome["status"] == TRAIN_DIVERGED:
         echo(f"final  diverged: {outcome['reason']}")
         return {"status": TRAIN_DIVERGED, "config": chosen}
@@ -226,9 +223,3 @@ def _plain(value: Any) -> Any:
 
 def _short(value: Any) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
-
-
-def _changed(config: dict[str, Any]) -> set[str]:
-    defaults = TrialConfig().to_dict()
-    skip = {"data", "epochs", "threads", "dataset", "train_subset"}
-    return {k for k, v in config.items() if k not in skip and defaults.get(k) != v}

@@ -24,6 +24,7 @@ from orchestrator.study_spec import parse_spec
 from tests.conftest import BABYSIT, CIFAR10, FACES, assert_one_line_error, babysit
 from tests.orchestrator import planted
 from trainables.datasets import load_data
+from trainables.errors import BabysitterError
 
 FAULTS_SPEC = f"""
 name: faults
@@ -265,3 +266,25 @@ fine: {{trials: 1, epochs: 1}}
     assert len(trials) == 4 and set(trials["status"]) == {"completed"}
     assert trials["lr"].between(1e-3, 1e-1).all() and trials["lr"].nunique() == 4
     assert set(trials["optimizer"]) <= {"sgd", "adam"}
+
+
+@pytest.mark.slow
+def test_a_coarse_stage_where_every_trial_diverges_stops_the_study_in_one_line(
+    tmp_path, cache_dir, local_ray
+):
+    spec = parse_spec(
+        f"""
+name: explode
+trial: {{dataset: faces, data: {FACES}, train_subset: 300}}
+search_space: {{lr: {{loguniform: [1.0e+3, 1.0e+4]}}}}
+coarse: {{trials: 2, epochs: 1}}
+fine: {{trials: 1, epochs: 1}}
+""",
+        "explode",
+    )
+    data = load_data(spec.base_config(), cache_dir)
+    folder = StudyFolder(tmp_path / "study")
+    folder.create(spec, "final")
+    with pytest.raises(BabysitterError, match=r"coarse stage has no usable trial \(2 diverged\)"):
+        run_study(folder, spec, data, echo=print)
+    assert not folder.narrowing_file.exists()
