@@ -246,15 +246,15 @@ def _start_study(
         changes["trial"] = {"data": data}
     spec = spec.with_changes(**changes)
     folder = StudyFolder(study_dir or Path("studies") / f"{spec.name}-{budget}")
-    from orchestrator.ray_runtime import check_resources, ray_runtime
-    from orchestrator.study import load_study_data, run_study
-
-    spec, splits = load_study_data(spec, budget, cache_dir, click.echo)
     if target == "fine" and not (folder.results / "coarse.parquet").exists():
         raise BabysitterError(
             f"the fine stage narrows the coarse stage's results, and {str(folder.path)!r} has "
             f"none; run `babysit search {study} --stage coarse` first"
         )
+    from orchestrator.ray_runtime import check_resources, ray_runtime
+    from orchestrator.study import load_study_data, run_study
+
+    spec, splits = load_study_data(spec, budget, cache_dir, click.echo)
     with ray_runtime(address, needed=folder.needs_search(target)):
         check_resources(spec.resources)
         folder.create(spec, target)

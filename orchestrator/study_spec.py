@@ -3,7 +3,6 @@ says what to search, how, with which budget and resources."""
 
 from __future__ import annotations
 
-import hashlib
 import importlib.resources
 import math
 import re
@@ -189,10 +188,6 @@ class StudySpec(_Strict):
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(), sort_keys=False)
-
-    @property
-    def digest(self) -> str:
-        return hashlib.sha256(self.to_yaml().encode()).hexdigest()[:12]
 
 
 def presets() -> list[str]:
