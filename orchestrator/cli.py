@@ -52,6 +52,21 @@ ADDRESS_OPTION = click.option(
     envvar="RAY_ADDRESS",
     help="Ray cluster to run the trials on [default: a local Ray runtime on this machine].",
 )
+TRACKING_OPTION = click.option(
+    "--tracking-uri",
+    envvar="MLFLOW_TRACKING_URI",
+    help="MLflow tracking server for the study's runs, e.g. http://10.0.0.5:5000 [default: "
+    "an SQLite store in the study folder, STUDY_DIR/mlflow/]. A study keeps the store it "
+    "started with.",
+)
+
+WAIT_OPTION = click.option(
+    "--tracking-wait",
+    type=click.FloatRange(min=0),
+    default=120,
+    show_default=True,
+    help="Seconds to wait at the end of the study for a tracking server that went away.",
+)
 
 
 TRAIN_OPTIONS = [
@@ -170,6 +185,8 @@ def _study_options(func):
         click.option("--gpus-per-trial", type=float, help="GPUs per trial; 0.25 packs 4 on one."),
         click.option("--max-concurrent", type=int, help="At most this many trials at once."),
         ADDRESS_OPTION,
+        TRACKING_OPTION,
+        WAIT_OPTION,
         CACHE_OPTION,
     ]
     for option in reversed(options):
@@ -199,13 +216,22 @@ def search(stage: str, **options) -> None:
 @cli.command()
 @click.argument("study_dir", type=click.Path(path_type=Path), metavar="STUDY_DIR")
 @ADDRESS_OPTION
+@TRACKING_OPTION
+@WAIT_OPTION
 @CACHE_OPTION
-def resume(study_dir: Path, address: str | None, cache_dir: Path) -> None:
+def resume(
+    study_dir: Path,
+    address: str | None,
+    tracking_uri: str | None,
+    tracking_wait: float,
+    cache_dir: Path,
+) -> None:
     """Continue an interrupted study: finished trials are kept, the interrupted stage goes on."""
     from orchestrator.study_folder import StudyFolder
 
     folder = StudyFolder(study_dir)
     spec = folder.read_spec()
+    uri = _check_tracking(folder, spec, tracking_uri)
     from orchestrator.ray_runtime import check_resources, ray_runtime
     from orchestrator.study import load_study_data, run_study
 
@@ -213,7 +239,30 @@ def resume(study_dir: Path, address: str | None, cache_dir: Path) -> None:
     target = folder.read_target()
     with ray_runtime(address, needed=folder.needs_search(target)):
         check_resources(spec.resources)
-        run_study(folder, spec, data, target=target, echo=click.echo)
+        tracker = _tracker(folder, spec, uri, tracking_wait)
+        run_study(folder, spec, data, target=target, echo=click.echo, tracker=tracker)
+
+
+def _check_tracking(folder, spec, tracking_uri: str | None) -> str | None:
+    """The study's tracking URI, a server checked now: a wrong one stops the study before any
+    data is decoded or trial started."""
+    from orchestrator.study_record import tracking_choice, tracking_target
+    from orchestrator.tracking import connect
+
+    uri = tracking_choice(folder, tracking_uri)
+    if uri is not None:  # the study folder's own store is made with the folder, not before
+        connect(tracking_target(folder, spec, uri), click.echo)
+    return uri
+
+
+def _tracker(folder, spec, uri: str | None, wait_s: float = 0):
+    from orchestrator.study_record import tracking_target
+    from orchestrator.tracking import connect
+
+    if "tracking_uri" not in folder.read_state():
+        folder.write_state(tracking_uri=uri)
+    target = tracking_target(folder, spec, uri, folder.study_id(), wait_s)
+    return connect(target, click.echo)
 
 
 def _start_study(
@@ -226,6 +275,8 @@ def _start_study(
     gpus_per_trial: float | None,
     max_concurrent: int | None,
     address: str | None,
+    tracking_uri: str | None,
+    tracking_wait: float,
     cache_dir: Path,
 ) -> None:
     from orchestrator.study_folder import StudyFolder
@@ -251,6 +302,7 @@ def _start_study(
             f"the fine stage narrows the coarse stage's results, and {str(folder.path)!r} has "
             f"none; run `babysit search {study} --stage coarse` first"
         )
+    uri = _check_tracking(folder, spec, tracking_uri)
     from orchestrator.ray_runtime import check_resources, ray_runtime
     from orchestrator.study import load_study_data, run_study
 
@@ -258,7 +310,99 @@ def _start_study(
     with ray_runtime(address, needed=folder.needs_search(target)):
         check_resources(spec.resources)
         folder.create(spec, target)
-        run_study(folder, spec, splits, target=target, echo=click.echo)
+        tracker = _tracker(folder, spec, uri, tracking_wait)
+        run_study(folder, spec, splits, target=target, echo=click.echo, tracker=tracker)
+
+
+@cli.command()
+@click.argument("study_dir", type=click.Path(path_type=Path), metavar="STUDY_DIR")
+@TRACKING_OPTION
+def sync(study_dir: Path, tracking_uri: str | None) -> None:
+    """Send the study's records that have not reached MLflow yet (its tracking server was away
+    when a stage ended). Safe to repeat: nothing is sent twice."""
+    from orchestrator.study_folder import StudyFolder
+    from orchestrator.study_record import pending, record_pending
+
+    folder = StudyFolder(study_dir)
+    spec = folder.read_spec()
+    uri = _check_tracking(folder, spec, tracking_uri)
+    waiting = pending(folder)
+    if not waiting:
+        click.echo("mlflow   up to date: nothing waits")
+        return
+    left = record_pending(_tracker(folder, spec, uri), folder, spec)
+    sent = [step for step in waiting if step not in left]
+    click.echo(f"mlflow   recorded: {', '.join(sent) or 'nothing'}")
+    if left:
+        raise BabysitterError(
+            f"MLflow did not take the records of {', '.join(left)}; check the server and run "
+            f"`babysit sync {study_dir}` again"
+        )
+
+
+@cli.command()
+@click.argument("study_dir", type=click.Path(path_type=Path), metavar="[STUDY_DIR]", required=False)
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Interface to serve on; another one (0.0.0.0) shows every run to the network.",
+)
+@click.option("--port", default=5000, show_default=True, type=int)
+def ui(study_dir: Path | None, host: str, port: int) -> None:
+    """Serve the MLflow UI on a study's own store [default: the newest study in ./studies]."""
+    import signal
+    import socket
+    import subprocess
+
+    from orchestrator.study_folder import StudyFolder
+    from orchestrator.tracking import embedded_uri
+
+    folder = StudyFolder(study_dir or _newest_study(Path("studies")))
+    folder.read_spec()
+    recorded = folder.read_state().get("tracking_uri")
+    if recorded:
+        click.echo(f"study {folder.path} records to {recorded}: open that server's UI")
+        return
+    if not (folder.path / "mlflow" / "mlflow.db").exists():
+        raise BabysitterError(
+            f"study {str(folder.path)!r} has no MLflow store yet; run or resume it first"
+        )
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise BabysitterError(
+                f"--host {host} --port {port}: cannot serve there ({exc.strerror}); pass "
+                "another --port"
+            ) from None
+    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri"]
+    command += [embedded_uri(folder.path), "--host", host, "--port", str(port), "--workers", "1"]
+    click.echo(f"MLflow UI for {folder.path} at http://{host}:{port} (Ctrl-C stops it)")
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a plain `kill` stops the UI too
+    try:
+        code = server.wait()
+    finally:
+        if server.poll() is None:
+            server.terminate()
+            try:
+                server.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                server.kill()
+    if code != 0:
+        lines = (server.stderr.read().decode(errors="replace") if server.stderr else "").split("\n")
+        last = [line for line in lines if line.strip()][-1:] or [f"exit code {code}"]
+        raise BabysitterError(f"the MLflow UI server stopped: {last[0][:200]}")
+
+
+def _newest_study(root: Path) -> Path:
+    studies = sorted(root.glob("*/spec.yaml"), key=lambda p: p.stat().st_mtime)
+    if not studies:
+        raise BabysitterError(
+            f"no study in {str(root)!r}; pass STUDY_DIR or start one with `babysit run STUDY`"
+        )
+    return studies[-1].parent
 
 
 @cli.command()

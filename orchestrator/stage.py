@@ -4,7 +4,7 @@ started fresh or restored from the stage's own folder after an interruption."""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,9 +49,11 @@ def run_stage(
     *,
     echo: Callable[[str], None] = print,
     trainable: Callable[..., None] = run_trial,
+    callbacks: Sequence[tune.Callback] = (),
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Run (or finish) the stage and return its trial and epoch tables. ``ray.init`` is the
-    caller's: a local runtime or a cluster."""
+    caller's: a local runtime or a cluster. ``callbacks`` join the progress lines; a restored
+    stage keeps the ones it started with (Tune saved them with the experiment)."""
     # Save Tune's experiment state every step, so a killed driver loses no finished trial.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
     threads = max(1, int(run.resources.cpus_per_trial))
@@ -81,7 +83,10 @@ def run_stage(
                 storage_path=str(run.storage.resolve()),
                 failure_config=tune.FailureConfig(max_failures=run.retries),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                callbacks=[StageProgress(run.name, _trial_count(run), run.stage.epochs, echo)],
+                callbacks=[
+                    StageProgress(run.name, _trial_count(run), run.stage.epochs, echo),
+                    *callbacks,
+                ],
                 verbose=0,
             ),
         )

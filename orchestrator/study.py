@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from orchestrator import console
@@ -19,7 +21,10 @@ from orchestrator.run_folder import RunFolder
 from orchestrator.search_space import Param, parse_space
 from orchestrator.stage import METRIC, StageRun, run_stage
 from orchestrator.study_folder import TARGETS, StudyFolder
+from orchestrator.study_record import EXAMPLE_NAME, pending, record_pending, stage_params
 from orchestrator.study_spec import StudySpec
+from orchestrator.tracking import StudyTracker
+from orchestrator.trial_recorder import TrialRecorder
 from trainables.config import TrialConfig
 from trainables.datasets import DataSplits, load_data
 from trainables.errors import BabysitterError
@@ -28,6 +33,7 @@ from trainables.train import DIVERGED as TRAIN_DIVERGED
 from trainables.train import evaluate_on_test, train
 
 Echo = Callable[[str], None]
+RETRY_WAIT_S = 5.0
 
 
 def load_study_data(
@@ -54,20 +60,41 @@ def run_study(
     target: str = "final",
     echo: Echo = print,
     trainable: Callable[..., None] = run_trial,
+    tracker: StudyTracker | None = None,
 ) -> dict[str, Any]:
-    """Run every step up to ``target`` that has not finished yet; return the summary."""
+    """Run every step up to ``target`` that has not finished yet; return the summary. With a
+    ``tracker``, every finished step is recorded in MLflow as well; records the server missed
+    are sent when it answers again, waiting for it at the end for ``tracker.target.wait_s``."""
+    if tracker is not None:
+        echo(f"mlflow   experiment {tracker.target.experiment!r} at {tracker.target.uri}")
+        _record(tracker, folder, spec, echo)
+    summary = _steps(folder, spec, data, target, echo, trainable, tracker)
+    if tracker is not None:
+        _record(tracker, folder, spec, echo, wait_s=tracker.target.wait_s)
+    return summary
+
+
+def _steps(
+    folder: StudyFolder,
+    spec: StudySpec,
+    data: DataSplits,
+    target: str,
+    echo: Echo,
+    trainable: Callable[..., None],
+    tracker: StudyTracker | None,
+) -> dict[str, Any]:
     echo(
         f"study    {spec.name} (budget {spec.budget}) in {folder.path}: coarse "
         f"{spec.coarse.trials}x{spec.coarse.epochs} ep, fine {spec.fine.trials}x{spec.fine.epochs} "
         f"ep, final {spec.final_epochs} ep"
     )
     summary: dict[str, Any] = {"study": spec.name, "budget": spec.budget}
-    coarse = _stage(folder, spec, "coarse", spec.space(), data, echo, trainable)
+    coarse = _stage(folder, spec, "coarse", spec.space(), data, echo, trainable, tracker)
     summary["coarse"] = _best_row(coarse, spec.space())
     if target == "coarse":
         return summary
     fine_space = _narrowing(folder, spec, coarse, echo)
-    fine = _stage(folder, spec, "fine", fine_space, data, echo, trainable)
+    fine = _stage(folder, spec, "fine", fine_space, data, echo, trainable, tracker)
     summary["fine"] = _best_row(fine, fine_space)
     if target == "fine":
         return summary
@@ -75,9 +102,36 @@ def run_study(
     if best.empty:
         raise BabysitterError(_nothing_usable("fine", fine))
     chosen = _config_of(best.iloc[0], spec, fine_space)
-    summary["final"] = _final(folder, chosen, list(fine_space), data, echo)
+    summary["final"] = _final(folder, chosen, list(fine_space), data, echo, tracker)
     (folder.path / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     return summary
+
+
+def _record(
+    tracker: StudyTracker, folder: StudyFolder, spec: StudySpec, echo: Echo, wait_s: float = 0
+) -> None:
+    """Send what MLflow misses; say what waits, and what was sent late."""
+    waiting = pending(folder)
+    left = record_pending(tracker, folder, spec)
+    deadline = time.monotonic() + wait_s
+    if left and wait_s > 0:
+        echo(
+            f"mlflow   waiting up to {wait_s:.0f} s for {tracker.target.uri} to record "
+            + ", ".join(left)
+        )
+    missed = tracker.delayed | set(left)
+    while left and time.monotonic() < deadline:
+        time.sleep(RETRY_WAIT_S)
+        left = record_pending(tracker, folder, spec)
+    late = [step for step in waiting if step in missed and step not in left]
+    if late:
+        echo(f"mlflow   recorded after the outage: {', '.join(late)}")
+    if left:
+        echo(
+            f"mlflow   not recorded yet: {', '.join(left)} ({tracker.target.uri} did not answer); "
+            f"the records wait in the study folder: `babysit sync {folder.path}` sends them"
+        )
+    tracker.delayed = set(left) | (tracker.delayed - set(late))
 
 
 def _stage(
@@ -88,6 +142,7 @@ def _stage(
     data: DataSplits,
     echo: Echo,
     trainable: Callable[..., None],
+    tracker: StudyTracker | None,
 ) -> pd.DataFrame:
     tables = read_tables(folder.results, name)
     if tables is None:
@@ -107,8 +162,16 @@ def _stage(
             folder.path / "ray",
             seed=spec.base_config().seed + TARGETS.index(name),
         )
-        tables = run_stage(run, data, echo=echo, trainable=trainable)
+        callbacks = []
+        if tracker is not None:
+            params = stage_params(spec, name, space)
+            tracker.live(lambda: tracker.stage_run(name, params))
+            base = run.base.replace(epochs=stage.epochs).to_dict()
+            callbacks.append(TrialRecorder(tracker.target, name, base, space, echo))
+        tables = run_stage(run, data, echo=echo, trainable=trainable, callbacks=callbacks)
         write_tables(folder.results, name, *tables)
+        if tracker is not None:
+            _record(tracker, folder, spec, echo)
     else:
         echo(f"{name:<6} already finished: {folder.results / (name + '.parquet')}")
     trials = tables[0]
@@ -160,7 +223,12 @@ def _config_of(row: pd.Series, spec: StudySpec, space: dict[str, Param]) -> Tria
 
 
 def _final(
-    folder: StudyFolder, config: TrialConfig, searched: list[str], data: DataSplits, echo: Echo
+    folder: StudyFolder,
+    config: TrialConfig,
+    searched: list[str],
+    data: DataSplits,
+    echo: Echo,
+    tracker: StudyTracker | None,
 ) -> dict:
     run = RunFolder.open(folder.final, resume=True)
     result_file = folder.final / "result.json"
@@ -169,9 +237,13 @@ def _final(
     else:
         echo(f"final  training the best fine config for {config.epochs} epochs")
         run.write_json("config.json", config.to_dict())
+        np.save(folder.final / EXAMPLE_NAME, _input_example(data))
 
         def on_epoch(report) -> None:
             run.append_metrics({**report.metrics, "status": report.status})
+            if tracker is not None:
+                row = {**report.metrics, "trial_status": report.status}
+                tracker.live(lambda: _log_final_epoch(tracker, config, row))
             echo(
                 "final  "
                 + console.epoch_line(report.epoch, config.epochs, report.metrics, report.status)
@@ -195,6 +267,18 @@ def _final(
     test = json.loads((folder.final / "test_metrics.json").read_text())
     echo(console.test_summary(ClassificationReport(**test)))
     return {"status": outcome["status"], "config": chosen, "test_accuracy": test["accuracy"]}
+
+
+def _log_final_epoch(tracker: StudyTracker, config: TrialConfig, row: dict[str, Any]) -> None:
+    tracker.log_epochs(tracker.stage_run("final", config.to_dict()), [row])
+
+
+def _input_example(data: DataSplits) -> np.ndarray:
+    """Two normalized test images: what the logged model takes as input."""
+    shape = (1, data.channels, 1, 1)
+    image = data.test.images[:2].astype(np.float32)
+    mean = np.asarray(data.mean, np.float32).reshape(shape)
+    return (image - mean) / np.asarray(data.std, np.float32).reshape(shape)
 
 
 def _best_row(trials: pd.DataFrame, space: dict[str, Param]) -> dict[str, Any]:

@@ -4,6 +4,7 @@ A folder never mixes two specs; what is already in it is never redone."""
 from __future__ import annotations
 
 import json
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,9 +56,29 @@ class StudyFolder:
         return parse_spec(self.spec_file.read_text(), str(self.spec_file))
 
     def read_target(self) -> str:
+        return self.read_state().get("target", "final")
+
+    def read_state(self) -> dict[str, Any]:
+        """study.json: the target, the study id MLflow runs carry, the tracking URI and the
+        steps already recorded there."""
         if not self.state_file.exists():
-            return "final"
-        return json.loads(self.state_file.read_text())["target"]
+            return {}
+        return json.loads(self.state_file.read_text())
+
+    def write_state(self, **changes: Any) -> dict[str, Any]:
+        state = {**self.read_state(), **changes}
+        tmp = self.state_file.with_name(".study.json.tmp")
+        tmp.write_text(json.dumps(state, indent=2) + "\n")
+        tmp.replace(self.state_file)
+        return state
+
+    def study_id(self) -> str:
+        """A stable id for this study's runs, so that studies of one spec sharing a tracking
+        server never mix; made on first use for folders older than it."""
+        state = self.read_state()
+        if "study_id" not in state:
+            state = self.write_state(study_id=uuid.uuid4().hex[:12])
+        return state["study_id"]
 
     def create(self, spec: StudySpec, target: str) -> None:
         """Write the spec, or check that the folder's study is this one: a study folder
@@ -76,7 +97,7 @@ class StudyFolder:
                 return
         self.path.mkdir(parents=True, exist_ok=True)
         self.spec_file.write_text(spec.to_yaml())
-        self.state_file.write_text(json.dumps({"target": target}) + "\n")
+        self.write_state(target=target)
 
 
 def _comparable(spec: StudySpec) -> dict[str, Any]:

@@ -3,6 +3,7 @@ says what to search, how, with which budget and resources."""
 
 from __future__ import annotations
 
+import hashlib
 import importlib.resources
 import math
 import re
@@ -188,6 +189,12 @@ class StudySpec(_Strict):
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(), sort_keys=False)
+
+    def digest(self) -> str:
+        """A short hash of what defines the study's results (resources only change its
+        speed), tagged on every MLflow run to tell studies of one name apart."""
+        defining = {k: v for k, v in self.model_dump().items() if k != "resources"}
+        return hashlib.sha256(yaml.safe_dump(defining).encode()).hexdigest()[:12]
 
 
 def presets() -> list[str]:

@@ -21,8 +21,10 @@ from orchestrator.stage import StageRun, run_stage
 from orchestrator.study import load_study_data, run_study
 from orchestrator.study_folder import StudyFolder
 from orchestrator.study_spec import parse_spec
+from orchestrator.tracking import embedded_uri
 from tests.conftest import BABYSIT, CIFAR10, FACES, assert_one_line_error, babysit
 from tests.orchestrator import planted
+from tests.orchestrator.mlflow_checks import assert_stage_recorded, assert_study_recorded
 from trainables.datasets import load_data
 from trainables.errors import BabysitterError
 
@@ -94,11 +96,24 @@ def test_run_smoke_study_end_to_end_then_rerun_is_a_no_op(tmp_path, cache_dir):
     assert "budget: smoke" in (study / "spec.yaml").read_text()
     test = json.loads((study / "final" / "test_metrics.json").read_text())
     assert sum(test["support"]) == 1396
+    store = embedded_uri(study)
+    assert_study_recorded(store, "faces", study)
 
     again = babysit(*args, cache=cache_dir)
     assert again.returncode == 0, again.stderr
     assert "coarse already finished" in again.stdout and "final  already trained" in again.stdout
     assert pd.read_parquet(study / "results" / "coarse.parquet").equals(coarse)
+    assert_study_recorded(store, "faces", study)
+
+    synced = babysit("sync", study, cache=cache_dir)
+    assert synced.returncode == 0 and "up to date" in synced.stdout
+    state = json.loads((study / "study.json").read_text())
+    (study / "study.json").write_text(json.dumps({**state, "recorded": []}))
+    synced = babysit("sync", study, cache=cache_dir)
+    assert synced.returncode == 0 and "recorded: coarse, fine, final" in synced.stdout
+    assert_study_recorded(store, "faces", study)  # sent again: still once each
+    elsewhere = babysit("resume", study, "--tracking-uri", "http://127.0.0.1:9", cache=cache_dir)
+    assert_one_line_error(elsewhere, "records to 'sqlite:///", "drop the option")
 
     export = tmp_path / "trials.csv"
     proc = babysit("results", study, "--out", export, cache=cache_dir)
@@ -213,6 +228,7 @@ def test_sigkilled_driver_resumes_without_rerunning_or_losing_trials(tmp_path, c
         assert after[name] == reports, f"{name} was rerun after the kill"
     epochs = pd.read_parquet(study / "results" / "coarse_epochs.parquet")
     assert not epochs.duplicated(["trial_id", "epoch"]).any()
+    assert_stage_recorded(embedded_uri(study), "killme", study, "coarse")  # no RUNNING, no twice
 
 
 def test_study_errors_are_one_line(tmp_path, cache_dir):

@@ -1,0 +1,56 @@
+"""What MLflow tracking costs a study: the same study (same spec, seeds and trials) run twice in
+one process on one local Ray runtime, without tracking and with the study's SQLite store, and
+the ratio of their wall times. Tracking includes creating the store, the live records, the
+record of every stage and the final model.
+
+Run: .venv/bin/python scripts/bench_tracking.py [--budget demo]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+from orchestrator.cli import default_cache_dir
+from orchestrator.ray_runtime import ray_runtime
+from orchestrator.study import load_study_data, run_study
+from orchestrator.study_folder import StudyFolder
+from orchestrator.study_record import tracking_target
+from orchestrator.study_spec import load_spec
+from orchestrator.tracking import connect
+
+FACES = Path(__file__).resolve().parents[2] / "shared" / "data" / "cbcl-faces.tar.gz"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--budget", choices=["smoke", "demo", "full"], default="demo")
+    parser.add_argument("--data", type=Path, default=FACES)
+    parser.add_argument("--target", choices=["coarse", "final"], default="final")
+    args = parser.parse_args()
+
+    spec = load_spec("faces").with_changes(trial={"data": str(args.data)})
+    spec, data = load_study_data(spec, args.budget, default_cache_dir(), print)
+    walls = {}
+    with ray_runtime(), tempfile.TemporaryDirectory() as root:
+        for mode in ("off", "on"):
+            folder = StudyFolder(Path(root) / mode)
+            start = time.perf_counter()
+            folder.create(spec, args.target)
+            tracker = None
+            if mode == "on":
+                target = tracking_target(folder, spec, None, folder.study_id())
+                tracker = connect(target, print)
+            summary = run_study(
+                folder, spec, data, target=args.target, echo=lambda line: None, tracker=tracker
+            )
+            walls[mode] = time.perf_counter() - start
+            outcome = summary.get("final", {}).get("test_accuracy", float("nan"))
+            print(f"tracking {mode:<3}  wall {walls[mode]:.1f} s, test accuracy {outcome:.4f}")
+    print(f"ratio tracking on / off wall time   {walls['on'] / walls['off']:.3f}")
+
+
+if __name__ == "__main__":
+    main()
