@@ -146,6 +146,7 @@ class StudyTracker:
     experiment_id: str
     echo: Echo
     _stage_runs: dict[str, str] = field(default_factory=dict)
+    _stage_params: dict[str, set[str]] = field(default_factory=dict)
     _trial_runs: dict[str, dict[str, str]] = field(default_factory=dict)
     _steps: dict[str, set[int]] = field(default_factory=dict)
     _retry_at: float = 0.0
@@ -171,17 +172,21 @@ class StudyTracker:
     # the record itself
 
     def stage_run(self, stage: str, params: Mapping[str, Any] | None = None) -> str:
-        """The stage's parent run, created on first use (resume finds the same one)."""
+        """The stage's parent run, created on first use (resume finds the same one); ``params``
+        are added when the run lacks them (a trial's live record may have made it first)."""
         if stage not in self._stage_runs:
             found = self._search(stage=stage, kind="stage")
             if found:
-                self._stage_runs[stage] = found[0].info.run_id
+                run = found[0]
             else:
-                run = self.client.create_run(
-                    self.experiment_id, tags=self._tags(stage=stage, kind="stage"), run_name=stage
-                )
-                self._stage_runs[stage] = run.info.run_id
-                self._log(run.info.run_id, params=params or {})
+                tags = self._tags(stage=stage, kind="stage")
+                run = self.client.create_run(self.experiment_id, tags=tags, run_name=stage)
+            self._stage_runs[stage] = run.info.run_id
+            self._stage_params[stage] = set(run.data.params)
+        missing = {k: v for k, v in (params or {}).items() if k not in self._stage_params[stage]}
+        if missing:
+            self._log(self._stage_runs[stage], params=missing)
+            self._stage_params[stage] |= set(missing)
         return self._stage_runs[stage]
 
     def trial_run(self, stage: str, trial_id: str, config: Mapping[str, Any], name: str) -> str:

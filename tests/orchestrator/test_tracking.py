@@ -14,6 +14,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,14 @@ from mlflow import MlflowClient
 from orchestrator.study_folder import StudyFolder
 from orchestrator.study_record import tracking_target
 from orchestrator.study_spec import load_spec
-from orchestrator.tracking import TRACKED, connect, embedded_uri, epoch_metrics
+from orchestrator.tracking import (
+    TRACKED,
+    TrackingTarget,
+    connect,
+    embedded_uri,
+    epoch_metrics,
+    open_tracker,
+)
 from tests.conftest import BABYSIT, FACES, assert_one_line_error, babysit
 from tests.orchestrator.mlflow_checks import assert_study_recorded, tree
 
@@ -88,6 +96,24 @@ def test_epoch_metrics_keep_what_was_measured_once():
     diverged = {"epoch": 1, "lr": 10.0, "train_loss": math.inf, "val_acc": 0.0}
     assert epoch_metrics({**diverged, "trial_status": "diverged"}) == {"lr": 10.0}
     assert set(TRACKED) >= {"train_loss", "train_acc", "val_loss", "val_acc", "lr"}
+
+
+def test_a_second_tracker_finds_the_runs_and_sends_nothing_twice(tmp_path):
+    target = TrackingTarget(uri=f"sqlite:///{tmp_path / 'm.db'}", experiment="x", study_id="s1")
+    live = open_tracker(target, print)
+    run = live.trial_run("coarse", "a_00001", {"lr": 0.1}, "00001 lr=0.1")  # makes the parent
+    epochs = [{"epoch": e, "lr": 0.1, "val_acc": 0.5 + e / 10} for e in (1, 2)]
+    assert live.log_epochs(run, epochs[:1]) == 1
+
+    later = open_tracker(target, print)  # a resumed driver, or the stage's record
+    assert later.trial_run("coarse", "a_00001", {}, "") == run
+    assert later.log_epochs(run, epochs) == 1 and later.log_epochs(run, epochs) == 0
+    assert [m.step for m in later.client.get_metric_history(run, "val_acc")] == [1, 2]
+    parent = later.stage_run("coarse", {"trials": 4})
+    assert parent == live.stage_run("coarse")
+    assert later.client.get_run(parent).data.params == {"trials": "4"}
+    other_study = open_tracker(replace(target, study_id="s2"), print)
+    assert other_study.trial_run("coarse", "a_00001", {}, "") != run
 
 
 def test_an_unreachable_tracking_server_stops_the_study_before_any_trial(tmp_path, cache_dir):
