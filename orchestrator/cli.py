@@ -194,10 +194,33 @@ def _study_options(func):
     return func
 
 
+SKIP_SANITY_OPTION = click.option(
+    "--skip-sanity",
+    is_flag=True,
+    help="Search without the sanity checks (they run first otherwise, and a hard failure "
+    "stops the study).",
+)
+
+
 @cli.command()
 @_study_options
+def sanity(**options) -> None:
+    """Run the babysitting checks on STUDY's data and model, before any search: data
+    zero-centered, initial loss ~ ln(C), regularization raises the loss, 20 examples overfit,
+    an lr probe that proposes the coarse lr range, update / weight ratios.
+
+    Writes STUDY_DIR/sanity.json and the probe plot; exits 1 when a hard check fails. A study
+    run later on the same folder reuses a passing result (and `lr: auto` its lr range).
+    """
+    _start_study(target="sanity", skip_sanity=False, **options)
+
+
+@cli.command()
+@_study_options
+@SKIP_SANITY_OPTION
 def run(**options) -> None:
-    """Run the whole study: coarse search, narrowing, fine search, final training, test.
+    """Run the whole study: sanity checks, coarse search, narrowing, fine search, final
+    training, test.
 
     STUDY is a preset (faces, cifar10) or a YAML study spec. Re-running it on the same study
     folder continues where it stopped.
@@ -207,6 +230,7 @@ def run(**options) -> None:
 
 @cli.command()
 @_study_options
+@SKIP_SANITY_OPTION
 @click.option("--stage", type=click.Choice(["coarse", "fine"]), required=True)
 def search(stage: str, **options) -> None:
     """Run one search stage of STUDY (fine needs the coarse stage's results)."""
@@ -240,7 +264,10 @@ def resume(
     with ray_runtime(address, needed=folder.needs_search(target)):
         check_resources(spec.resources)
         tracker = _tracker(folder, spec, uri, tracking_wait)
-        run_study(folder, spec, data, target=target, echo=click.echo, tracker=tracker)
+        skip = folder.read_state().get("skip_sanity", False)
+        run_study(
+            folder, spec, data, target=target, echo=click.echo, tracker=tracker, skip_sanity=skip
+        )
 
 
 def _check_tracking(folder, spec, tracking_uri: str | None) -> str | None:
@@ -278,6 +305,7 @@ def _start_study(
     tracking_uri: str | None,
     tracking_wait: float,
     cache_dir: Path,
+    skip_sanity: bool,
 ) -> None:
     from orchestrator.study_folder import StudyFolder
     from orchestrator.study_spec import load_spec
@@ -297,6 +325,11 @@ def _start_study(
         changes["trial"] = {"data": data}
     spec = spec.with_changes(**changes)
     folder = StudyFolder(study_dir or Path("studies") / f"{spec.name}-{budget}")
+    if skip_sanity and spec.lr_auto and folder.read_sanity() is None:
+        raise BabysitterError(
+            f"--skip-sanity: {study} says search_space.lr: auto, whose range comes from the "
+            "sanity checks' lr probe; drop --skip-sanity, or give lr a range"
+        )
     if target == "fine" and not (folder.results / "coarse.parquet").exists():
         raise BabysitterError(
             f"the fine stage narrows the coarse stage's results, and {str(folder.path)!r} has "
@@ -310,8 +343,18 @@ def _start_study(
     with ray_runtime(address, needed=folder.needs_search(target)):
         check_resources(spec.resources)
         folder.create(spec, target)
+        if target != "sanity":
+            folder.write_state(skip_sanity=skip_sanity)
         tracker = _tracker(folder, spec, uri, tracking_wait)
-        run_study(folder, spec, splits, target=target, echo=click.echo, tracker=tracker)
+        run_study(
+            folder,
+            spec,
+            splits,
+            target=target,
+            echo=click.echo,
+            tracker=tracker,
+            skip_sanity=skip_sanity,
+        )
 
 
 @cli.command()

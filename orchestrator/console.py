@@ -9,6 +9,8 @@ from trainables.metrics import ClassificationReport
 if TYPE_CHECKING:
     import pandas as pd
 
+    from trainables.sanity import SanityReport
+
 
 def epoch_line(epoch: int, epochs: int, metrics: dict[str, float], status: str) -> str:
     head = f"epoch {epoch:>{len(str(epochs))}}/{epochs}"
@@ -82,6 +84,33 @@ def narrowing_lines(record: dict) -> str:
         lines.append(
             f"  {d['name']:<10} {kind} [{old[0]:.3g}, {old[1]:.3g}] -> [{new[0]:.3g}, "
             f"{new[1]:.3g}]  {d['reason']}"
+        )
+    return "\n".join(lines)
+
+
+def sanity_table(report: SanityReport) -> str:
+    """Each check: verdict, what it measured, what it expected and what a failure means; then
+    the lr probe, one line per learning rate."""
+    width = max(len(c.name) for c in report.checks) if report.checks else 0
+    pad = " " * (width + 10)
+    lines = []
+    for c in report.checks:
+        lines.append(f"  {c.status.upper():<4}  {c.name:<{width}}  {c.measured}")
+        lines.append(f"{pad}expected {c.expected}")
+        lines.append(f"{pad}{'if not' if c.status == 'pass' else 'means'}: {c.meaning}")
+    if report.probes:
+        lines.append(
+            f"  lr probe, {len(report.probes[0].losses)} steps each (loss on a fixed sample):"
+        )
+        for p in report.probes:
+            after = f"{p.after:.4f}" if p.after == p.after else "-"
+            lines.append(
+                f"    lr {p.lr:.0e}  {p.verdict:<8}  {p.before:.4f} -> {after}"
+                + (f"  (stopped at step {len(p.losses)})" if p.verdict == "explodes" else "")
+            )
+    if report.lr_range:
+        lines.append(
+            f"  proposed coarse lr range: [{report.lr_range[0]:.0e}, {report.lr_range[1]:.0e}]"
         )
     return "\n".join(lines)
 

@@ -18,11 +18,12 @@ from orchestrator.narrowing import narrow
 from orchestrator.ray_trainable import run_trial
 from orchestrator.results import rank, read_tables, write_tables
 from orchestrator.run_folder import RunFolder
+from orchestrator.sanity_stage import run_sanity
 from orchestrator.search_space import Param, parse_space
 from orchestrator.stage import METRIC, StageRun, run_stage
-from orchestrator.study_folder import TARGETS, StudyFolder
+from orchestrator.study_folder import StudyFolder
 from orchestrator.study_record import EXAMPLE_NAME, pending, record_pending, stage_params
-from orchestrator.study_spec import StudySpec
+from orchestrator.study_spec import STAGES, StudySpec
 from orchestrator.tracking import StudyTracker
 from orchestrator.trial_recorder import TrialRecorder
 from trainables.config import TrialConfig
@@ -61,6 +62,7 @@ def run_study(
     echo: Echo = print,
     trainable: Callable[..., None] = run_trial,
     tracker: StudyTracker | None = None,
+    skip_sanity: bool = False,
 ) -> dict[str, Any]:
     """Run every step up to ``target`` that has not finished yet; return the summary. With a
     ``tracker``, every finished step is recorded in MLflow as well; records the server missed
@@ -68,7 +70,7 @@ def run_study(
     if tracker is not None:
         echo(f"mlflow   experiment {tracker.target.experiment!r} at {tracker.target.uri}")
         _record(tracker, folder, spec, echo)
-    summary = _steps(folder, spec, data, target, echo, trainable, tracker)
+    summary = _steps(folder, spec, data, target, echo, trainable, tracker, skip_sanity)
     if tracker is not None:
         _record(tracker, folder, spec, echo, wait_s=tracker.target.wait_s)
     return summary
@@ -82,6 +84,7 @@ def _steps(
     echo: Echo,
     trainable: Callable[..., None],
     tracker: StudyTracker | None,
+    skip_sanity: bool,
 ) -> dict[str, Any]:
     echo(
         f"study    {spec.name} (budget {spec.budget}) in {folder.path}: coarse "
@@ -89,6 +92,12 @@ def _steps(
         f"ep, final {spec.final_epochs} ep"
     )
     summary: dict[str, Any] = {"study": spec.name, "budget": spec.budget}
+    spec = _sanity(folder, spec, data, echo, tracker, skip_sanity, shown=target == "sanity")
+    sanity = folder.read_sanity()
+    if sanity is not None:
+        summary["sanity"] = {"passed": sanity["passed"], "lr_range": sanity["lr_range"]}
+    if target == "sanity":
+        return summary
     coarse = _stage(folder, spec, "coarse", spec.space(), data, echo, trainable, tracker)
     summary["coarse"] = _best_row(coarse, spec.space())
     if target == "coarse":
@@ -105,6 +114,39 @@ def _steps(
     summary["final"] = _final(folder, chosen, list(fine_space), data, echo, tracker)
     (folder.path / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     return summary
+
+
+def _sanity(
+    folder: StudyFolder,
+    spec: StudySpec,
+    data: DataSplits,
+    echo: Echo,
+    tracker: StudyTracker | None,
+    skip: bool,
+    shown: bool,
+) -> StudySpec:
+    """The sanity checks before the coarse stage (once: a resumed study keeps its result;
+    ``shown`` prints it again); returns ``spec`` with ``lr: auto`` replaced by the range they
+    proposed."""
+    if (folder.results / "coarse.parquet").exists() and not shown:
+        pass
+    elif skip:
+        echo("sanity   skipped (--skip-sanity)")
+    else:
+        try:
+            run_sanity(folder, spec, data, echo)
+        finally:
+            if tracker is not None:
+                _record(tracker, folder, spec, echo)
+    resolved = folder.resolve(spec)
+    if spec.lr_auto:
+        if resolved.lr_auto:
+            raise BabysitterError(
+                "search_space.lr is auto, and this study has no lr range from the sanity "
+                "checks' lr probe; drop --skip-sanity, or give lr a range in the spec"
+            )
+        echo(f"sanity   lr: auto -> coarse lr {resolved.space()['lr'].describe()}")
+    return resolved
 
 
 def _record(
@@ -160,7 +202,7 @@ def _stage(
             spec.resources,
             spec.retries,
             folder.path / "ray",
-            seed=spec.base_config().seed + TARGETS.index(name),
+            seed=spec.base_config().seed + STAGES.index(name),
         )
         callbacks = []
         if tracker is not None:

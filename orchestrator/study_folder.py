@@ -12,7 +12,7 @@ from typing import Any
 from orchestrator.study_spec import StudySpec, parse_spec
 from trainables.errors import BabysitterError
 
-TARGETS = ("coarse", "fine", "final")
+TARGETS = ("sanity", "coarse", "fine", "final")
 
 
 @dataclass(frozen=True)
@@ -39,11 +39,34 @@ class StudyFolder:
     def final(self) -> Path:
         return self.path / "final"
 
+    @property
+    def sanity_file(self) -> Path:
+        return self.path / "sanity.json"
+
+    @property
+    def probe_plot(self) -> Path:
+        return self.path / "sanity_lr_probe.png"
+
+    def read_sanity(self) -> dict[str, Any] | None:
+        if not self.sanity_file.exists():
+            return None
+        return json.loads(self.sanity_file.read_text())
+
+    def resolve(self, spec: StudySpec) -> StudySpec:
+        """``spec`` with ``lr: auto`` replaced by the range this study's lr probe proposed
+        (unchanged while there is none)."""
+        sanity = self.read_sanity()
+        if not spec.lr_auto or sanity is None or not sanity["lr_range"]:
+            return spec
+        return spec.with_lr_range(*sanity["lr_range"])
+
     def exists(self) -> bool:
         return self.spec_file.exists()
 
     def needs_search(self, target: str) -> bool:
         """Whether a search stage up to ``target`` is still to run (and so needs Ray)."""
+        if target == "sanity":
+            return False
         stages = ["coarse"] if target == "coarse" else ["coarse", "fine"]
         return any(not (self.results / f"{s}.parquet").exists() for s in stages)
 

@@ -26,6 +26,7 @@ from trainables.config import field_names
 from trainables.errors import BabysitterError
 
 STAGES = ("coarse", "fine")
+PROBE_CURVE = "probe_loss/lr {}"  # MLflow names allow no "+" or "="
 EXAMPLE_NAME = "input_example.npy"
 
 
@@ -62,7 +63,8 @@ def _setting(name: str, value: Any) -> str:
 
 def pending(folder: StudyFolder) -> list[str]:
     """Finished steps whose record has not reached MLflow in full yet."""
-    done = [s for s in STAGES if (folder.results / f"{s}.parquet").exists()]
+    done = ["sanity"] if folder.sanity_file.exists() else []
+    done += [s for s in STAGES if (folder.results / f"{s}.parquet").exists()]
     if (folder.final / "result.json").exists():
         done.append("final")
     recorded = set(folder.read_state().get("recorded", []))
@@ -73,9 +75,12 @@ def record_pending(tracker: StudyTracker, folder: StudyFolder, spec: StudySpec) 
     """Record every finished step not recorded yet; returns the steps still pending (the
     tracking server did not answer)."""
     left = []
+    spec = folder.resolve(spec)
     for step in pending(folder):
         try:
-            if step == "final":
+            if step == "sanity":
+                record_sanity(tracker, folder)
+            elif step == "final":
                 record_final(tracker, folder)
             else:
                 record_stage(tracker, folder, spec, step)
@@ -119,6 +124,42 @@ def record_stage(tracker: StudyTracker, folder: StudyFolder, spec: StudySpec, st
         tags.update({f"narrowing.{d['name']}": d["reason"] for d in record["decisions"]})
         artifacts.append(folder.narrowing_file)
     tracker.finish_stage(stage, metrics=metrics, tags=tags, artifacts=artifacts)
+
+
+def record_sanity(tracker: StudyTracker, folder: StudyFolder) -> None:
+    """The checks' values as metrics, their verdicts as tags, each probe's loss curve as a
+    metric history, sanity.json and the probe plot as artifacts. A rerun of a failed sanity
+    replaces the earlier run."""
+    record = folder.read_sanity()
+    settings = record["settings"]
+    params = {k: settings[k] for k in ("probe_steps", "overfit_examples", "strong_l2", "sample")}
+    params["probe_lrs"] = " ".join(f"{lr:.0e}" for lr in settings["probe_lrs"])
+    run_id = tracker.stage_run("sanity")
+    held = tracker.client.get_run(run_id).data.tags.get("finished_at")
+    if held is not None and held != record["finished_at"]:
+        tracker.drop_stage("sanity")
+    run_id = tracker.stage_run("sanity", params)
+    metrics = {
+        f"{check['name']}.{key}": float(value)
+        for check in record["checks"]
+        for key, value in check["values"].items()
+    }
+    metrics["seconds"] = record["seconds"]
+    curves = {
+        PROBE_CURVE.format(f"{p['lr']:.0e}".replace("+", "")): p["losses"] for p in record["probes"]
+    }
+    tracker.log_curves(run_id, curves)
+    tags = {f"check.{c['name']}": c["status"] for c in record["checks"]}
+    tags.update(passed=str(record["passed"]), finished_at=record["finished_at"])
+    if record["lr_range"]:
+        tags["lr_range"] = "[{:.0e}, {:.0e}]".format(*record["lr_range"])
+    tracker.finish_stage(
+        "sanity",
+        metrics=metrics,
+        tags=tags,
+        artifacts=[folder.sanity_file, folder.probe_plot],
+        failed=not record["passed"],
+    )
 
 
 def record_final(tracker: StudyTracker, folder: StudyFolder) -> None:

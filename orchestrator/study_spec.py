@@ -19,6 +19,7 @@ from trainables.config import TrialConfig, field_names
 from trainables.errors import ConfigError
 
 STAGES = ("coarse", "fine")
+AUTO = "auto"  # search_space.lr: auto takes the coarse range from the sanity checks' lr probe
 # Settings a search may not vary: they pick the data, the length or the place of a trial.
 NOT_SEARCHABLE = frozenset(
     {"dataset", "data", "val_fraction", "test_fraction", "split_seed", "train_subset"}
@@ -88,7 +89,7 @@ class Resources(_Strict):
 class StudySpec(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     trial: dict[str, Any]
-    search_space: dict[str, dict[str, list[Any]]]
+    search_space: dict[str, Any]
     coarse: Stage
     fine: Stage
     narrowing: Narrowing = Narrowing()
@@ -111,25 +112,31 @@ class StudySpec(_Strict):
     def _space_is_searchable(cls, space: dict[str, Any]) -> dict[str, Any]:
         if not space:
             raise ValueError("is empty; name at least one hyperparameter, e.g. lr")
-        for name in space:
+        for name, value in space.items():
             if name not in field_names() or name in NOT_SEARCHABLE:
                 searchable = [n for n in field_names() if n not in NOT_SEARCHABLE]
                 raise ValueError(
                     f"{name!r} cannot be searched; searchable: {', '.join(searchable)}"
                 )
-        parse_space(space)
+            if value == AUTO and name != "lr":
+                raise ValueError(
+                    f"{name}: auto is for lr only (the sanity checks probe learning rates); "
+                    f"give {name} a range such as {{loguniform: [1e-5, 1e-1]}}"
+                )
+        parse_space(_given(space))
         return space
 
     @model_validator(mode="after")
     def _consistent(self) -> StudySpec:
         base = self.base_config()
-        for param in self.space().values():
+        searched = parse_space(_given(self.search_space))
+        for param in searched.values():
             for value in param.values:
                 try:
                     base.replace(**{param.name: value})
                 except ConfigError as exc:
                     raise ValueError(f"search_space.{param.name} allows {value!r}: {exc}") from None
-        has_grid = any(p.kind == "grid" for p in self.space().values())
+        has_grid = any(p.kind == "grid" for p in searched.values())
         for name in STAGES:
             stage = self.stage(name)
             if stage.scheduler.grace_period > stage.epochs:
@@ -147,7 +154,21 @@ class StudySpec(_Strict):
         return TrialConfig(**self.trial)
 
     def space(self) -> dict[str, Param]:
+        if self.lr_auto:
+            raise ConfigError(
+                "search_space.lr is auto and has no range yet: the sanity checks' lr probe "
+                "gives it one; run them (drop --skip-sanity) or give lr a range"
+            )
         return parse_space(self.search_space)
+
+    @property
+    def lr_auto(self) -> bool:
+        return self.search_space.get("lr") == AUTO
+
+    def with_lr_range(self, low: float, high: float) -> StudySpec:
+        """This spec with ``lr: auto`` replaced by the range the lr probe proposed."""
+        space = {**self.search_space, "lr": {"loguniform": [low, high]}}
+        return self.model_copy(update={"search_space": space})
 
     def stage(self, name: str) -> Stage:
         return {"coarse": self.coarse, "fine": self.fine}[name]
@@ -195,6 +216,10 @@ class StudySpec(_Strict):
         speed), tagged on every MLflow run to tell studies of one name apart."""
         defining = {k: v for k, v in self.model_dump().items() if k != "resources"}
         return hashlib.sha256(yaml.safe_dump(defining).encode()).hexdigest()[:12]
+
+
+def _given(space: dict[str, Any]) -> dict[str, Any]:
+    return {name: value for name, value in space.items() if value != AUTO}
 
 
 def presets() -> list[str]:

@@ -237,6 +237,7 @@ class StudyTracker:
         metrics: Mapping[str, float] = {},
         tags: Mapping[str, str] = {},
         artifacts: Iterable[Path] = (),
+        failed: bool = False,
     ) -> None:
         run_id = self.stage_run(stage)
         held = self.client.get_run(run_id).data.metrics
@@ -245,7 +246,29 @@ class StudyTracker:
         for path in artifacts:
             if path.exists():
                 self.client.log_artifact(run_id, str(path))
-        self.client.set_terminated(run_id, "FINISHED")
+        self.client.set_terminated(run_id, "FAILED" if failed else "FINISHED")
+
+    def drop_stage(self, stage: str) -> None:
+        """Delete the stage's run: its step was redone, and the new record replaces it."""
+        for run in self._search(stage=stage, kind="stage"):
+            self.client.delete_run(run.info.run_id)
+        self._stage_runs.pop(stage, None)
+
+    def log_curves(self, run_id: str, curves: Mapping[str, Iterable[float]]) -> None:
+        """Each curve as one metric's history (step 0, 1, ...), unless the run holds it."""
+        from mlflow.entities import Metric
+
+        held = set(self.client.get_run(run_id).data.metrics)
+        now = int(time.time() * 1000)
+        batch = [
+            Metric(name, value, now, step)
+            for name, values in curves.items()
+            if name not in held
+            for step, value in enumerate(values)
+            if math.isfinite(value)
+        ]
+        for start in range(0, len(batch), 1000):  # MLflow's log_batch takes 1000 metrics
+            self.client.log_batch(run_id, metrics=batch[start : start + 1000])
 
     def log_model(self, run_id: str, model: Any, example: Any) -> str:
         """Log the model with its signature, inferred from ``example`` (normalized images; two

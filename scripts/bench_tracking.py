@@ -1,7 +1,8 @@
 """What MLflow tracking costs a study: the same study (same spec, seeds and trials) run twice in
 one process on one local Ray runtime, without tracking and with the study's SQLite store, and
 the ratio of their wall times. Tracking includes creating the store, the live records, the
-record of every stage and the final model.
+record of every stage and the final model. Both skip the sanity checks, which record one run
+and would only add the same seconds to both.
 
 Run: .venv/bin/python scripts/bench_tracking.py [--budget demo]
 """
@@ -44,7 +45,13 @@ def main() -> None:
                 target = tracking_target(folder, spec, None, folder.study_id())
                 tracker = connect(target, print)
             summary = run_study(
-                folder, spec, data, target=args.target, echo=lambda line: None, tracker=tracker
+                folder,
+                spec,
+                data,
+                target=args.target,
+                echo=lambda line: None,
+                tracker=tracker,
+                skip_sanity=True,
             )
             walls[mode] = time.perf_counter() - start
             outcome = summary.get("final", {}).get("test_accuracy", float("nan"))

@@ -100,10 +100,17 @@ def load_data(config: TrialConfig, cache_dir: Path) -> DataSplits:
 
 
 def channel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and std of uint8 NCHW images, in float64 to avoid drift on 50k images."""
-    per_channel = images.transpose(1, 0, 2, 3).reshape(images.shape[1], -1).astype(np.float64)
-    std = np.maximum(per_channel.std(axis=1), 1e-6)
-    return tuple(per_channel.mean(axis=1).tolist()), tuple(std.tolist())
+    """Per-channel mean and std of uint8 NCHW images, exact, from each channel's 256-bin
+    histogram: a float64 copy of 50k CIFAR images would cost seconds and 1 GB."""
+    values = np.arange(256, dtype=np.float64)
+    means, stds = [], []
+    for c in range(images.shape[1]):
+        counts = np.bincount(images[:, c].ravel(), minlength=256).astype(np.float64)
+        total = counts.sum()
+        mean = counts @ values / total
+        means.append(float(mean))
+        stds.append(max(float(np.sqrt(counts @ (values - mean) ** 2 / total)), 1e-6))
+    return tuple(means), tuple(stds)
 
 
 def _read_source(config: TrialConfig, cache_dir: Path) -> ImageSet:

@@ -86,7 +86,10 @@ def make_optimizer(config: TrialConfig, model: nn.Module) -> torch.optim.Optimiz
     )
 
 
-class _Normalizer:
+class Normalizer:
+    """Zero-centering with the training split's per-channel statistics: what every image goes
+    through before the model (and what the data sanity check measures)."""
+
     def __init__(self, data: DataSplits, runtime: Runtime) -> None:
         shape = (1, data.channels, 1, 1)
         self.mean = torch.tensor(data.mean, device=runtime.device).view(shape)
@@ -98,7 +101,7 @@ class _Normalizer:
         return x.contiguous(memory_format=self.memory_format)
 
 
-def _to_device(split: Split, runtime: Runtime) -> tuple[torch.Tensor, torch.Tensor]:
+def to_device(split: Split, runtime: Runtime) -> tuple[torch.Tensor, torch.Tensor]:
     # Arrays from Ray's object store are read-only shared memory; the loop only reads them.
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
@@ -123,9 +126,9 @@ def train(
     generator = torch.Generator().manual_seed(config.seed)
     model = build_model(config, data).to(runtime.device, memory_format=runtime.memory_format)
     optimizer = make_optimizer(config, model)
-    normalize = _Normalizer(data, runtime)
-    train_x, train_y = _to_device(data.train, runtime)
-    val = _to_device(data.val, runtime)
+    normalize = Normalizer(data, runtime)
+    train_x, train_y = to_device(data.train, runtime)
+    val = to_device(data.val, runtime)
     weights = model.layer_weights()
     result = TrainResult(status=COMPLETED, model=model)
     loss_ema = math.nan
@@ -273,8 +276,8 @@ def evaluate_on_test(
 ) -> ClassificationReport:
     """Accuracy, confusion matrix and per-class precision / recall / F1 on the test split."""
     runtime = select_runtime(config.device, config.threads)
-    images, labels = _to_device(data.test, runtime)
-    loss, _, predicted = evaluate(model, images, labels, _Normalizer(data, runtime), runtime)
+    images, labels = to_device(data.test, runtime)
+    loss, _, predicted = evaluate(model, images, labels, Normalizer(data, runtime), runtime)
     return classification_report(
         labels.cpu().numpy(), predicted.cpu().numpy(), data.class_names, loss
     )

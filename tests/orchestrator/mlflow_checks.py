@@ -62,10 +62,37 @@ def assert_stage_recorded(uri: str, experiment: str, study: Path, stage: str) ->
             assert [s for s, _ in got] == [e for e, _ in expected]
 
 
+def assert_sanity_recorded(uri: str, experiment: str, study: Path) -> None:
+    """The sanity run: each check's verdict and values, each probe's loss curve, the files."""
+    client = MlflowClient(uri)
+    run, children = tree(uri, experiment)["sanity"]
+    record = json.loads((study / "sanity.json").read_text())
+    assert children == []
+    assert run.info.status == ("FINISHED" if record["passed"] else "FAILED")
+    for check in record["checks"]:
+        assert run.data.tags[f"check.{check['name']}"] == check["status"]
+        for key, value in check["values"].items():
+            if math.isfinite(value):
+                assert run.data.metrics[f"{check['name']}.{key}"] == value
+    for probe in record["probes"]:
+        name = "probe_loss/lr " + f"{probe['lr']:.0e}".replace("+", "")
+        history = sorted(
+            (m.step, m.value) for m in client.get_metric_history(run.info.run_id, name)
+        )
+        finite = [(i, v) for i, v in enumerate(probe["losses"]) if math.isfinite(v)]
+        assert history == finite
+    files = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert files == {"sanity.json", "sanity_lr_probe.png"}
+
+
 def assert_study_recorded(uri: str, experiment: str, study: Path) -> None:
-    """The whole tree of a finished study: coarse, fine and final, nothing left RUNNING."""
+    """The whole tree of a finished study: sanity when it ran, coarse, fine and final, nothing
+    left RUNNING."""
     stages = tree(uri, experiment)
-    assert set(stages) == {"coarse", "fine", "final"}
+    sanity = (study / "sanity.json").exists()
+    assert set(stages) == {"coarse", "fine", "final"} | ({"sanity"} if sanity else set())
+    if sanity:
+        assert_sanity_recorded(uri, experiment, study)
     for stage in ("coarse", "fine"):
         assert_stage_recorded(uri, experiment, study, stage)
     final, children = stages["final"]

@@ -44,6 +44,7 @@ def test_huge_learning_rate_is_reported_as_diverged(tmp_path, cache_dir):
 
 def test_killed_run_resumes_to_the_same_final_metrics(tmp_path, cache_dir):
     args = ["train", "faces", "--data", FACES, "--epochs", "4", "--augment", "--threads", "2"]
+    args += ["--train-subset", "2000"]
     whole = babysit(*args, "--out", tmp_path / "whole", cache=cache_dir)
     assert whole.returncode == 0, whole.stderr
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
+import re
 import signal
 import subprocess
 import time
@@ -58,7 +60,8 @@ def test_a_trial_that_raises_is_retried_from_its_checkpoint_and_the_study_comple
     spec, data = load_study_data(parse_spec(FAULTS_SPEC, "faults"), "full", cache_dir, print)
     folder = StudyFolder(tmp_path / "study")
     folder.create(spec, "final")
-    summary = run_study(folder, spec, data, echo=print, trainable=planted.flaky_trainable(markers))
+    trainable = planted.flaky_trainable(markers)
+    summary = run_study(folder, spec, data, echo=print, trainable=trainable, skip_sanity=True)
 
     coarse = pd.read_parquet(folder.results / "coarse.parquet").set_index("lr")
     once = coarse.loc[planted.FAILS_ONCE_LR]
@@ -76,16 +79,40 @@ def test_a_trial_that_raises_is_retried_from_its_checkpoint_and_the_study_comple
     assert summary["final"]["test_accuracy"] > 0.5
 
 
+def auto_lr_spec(folder: Path) -> Path:
+    """The faces preset with ``lr: auto`` and an l2 range that lets a smoke study learn."""
+    text = (Path(__file__).parents[2] / "orchestrator" / "presets" / "faces.yaml").read_text()
+    text = text.replace("lr: {loguniform: [1.0e-6, 1.0e-3]}", "lr: auto")
+    text = text.replace("l2: {loguniform: [1.0e-5, 10.0]}", "l2: {loguniform: [1.0e-5, 1.0e-2]}")
+    assert text.count("auto") == 1 and "1.0e-2]" in text
+    (folder / "faces.yaml").write_text(text)
+    return folder / "faces.yaml"
+
+
 @pytest.mark.slow
 def test_run_smoke_study_end_to_end_then_rerun_is_a_no_op(tmp_path, cache_dir):
     study = tmp_path / "study"
-    args = ["run", "faces", "--data", FACES, "--budget", "smoke", "--study-dir", study]
+    spec_file = auto_lr_spec(tmp_path)
+    args = ["run", spec_file, "--data", FACES, "--budget", "smoke", "--study-dir", study]
     proc = babysit(*args, cache=cache_dir)
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     for fragment in ("coarse   4/4 done", "fine     2/2 done", "narrow", "chosen", "test accuracy"):
         assert fragment in out
+    assert out.index("sanity   passed") < out.index("coarse   0/4 done")
+    loss = float(re.search(r"PASS  initial_loss +loss ([0-9.]+),", out).group(1))
+    assert abs(loss - math.log(2)) < 0.1
+    for check in ("regularization", "overfit", "lr_probe", "update_ratio", "beats_chance"):
+        assert re.search(rf"PASS  {check} ", out), out
+    assert out.count("   expected ") == 7 and out.count("if not: ") + out.count("means: ") == 7
+    sanity = json.loads((study / "sanity.json").read_text())
+    low, high = sanity["lr_range"]
+    assert sanity["passed"] and f"proposed coarse lr range: [{low:.0e}, {high:.0e}]" in out
+    assert f"sanity   lr: auto -> coarse lr loguniform[{low:g}, {high:g}]" in out
+    assert (study / "sanity_lr_probe.png").read_bytes()[:4] == b"\x89PNG"
     coarse = pd.read_parquet(study / "results" / "coarse.parquet")
+    assert coarse["lr"].between(low, high).all()
+    assert "lr: auto" in (study / "spec.yaml").read_text()
     fine = pd.read_parquet(study / "results" / "fine.parquet")
     assert len(coarse) == coarse["trial_id"].nunique() == 4 and len(fine) == 2
     assert set(coarse["status"]) <= set(FINISHED) and (coarse["train_subset"] == 600).all()
@@ -102,6 +129,10 @@ def test_run_smoke_study_end_to_end_then_rerun_is_a_no_op(tmp_path, cache_dir):
     again = babysit(*args, cache=cache_dir)
     assert again.returncode == 0, again.stderr
     assert "coarse already finished" in again.stdout and "final  already trained" in again.stdout
+    assert "sanity   checking" not in again.stdout and "coarse lr loguniform" in again.stdout
+    shown = babysit("sanity", *args[1:], cache=cache_dir)
+    assert shown.returncode == 0 and "sanity   already passed" in shown.stdout
+    assert json.loads((study / "sanity.json").read_text()) == sanity
     assert pd.read_parquet(study / "results" / "coarse.parquet").equals(coarse)
     assert_study_recorded(store, "faces", study)
 
@@ -110,7 +141,7 @@ def test_run_smoke_study_end_to_end_then_rerun_is_a_no_op(tmp_path, cache_dir):
     state = json.loads((study / "study.json").read_text())
     (study / "study.json").write_text(json.dumps({**state, "recorded": []}))
     synced = babysit("sync", study, cache=cache_dir)
-    assert synced.returncode == 0 and "recorded: coarse, fine, final" in synced.stdout
+    assert synced.returncode == 0 and "recorded: sanity, coarse, fine, final" in synced.stdout
     assert_study_recorded(store, "faces", study)  # sent again: still once each
     elsewhere = babysit("resume", study, "--tracking-uri", "http://127.0.0.1:9", cache=cache_dir)
     assert_one_line_error(elsewhere, "records to 'sqlite:///", "drop the option")
@@ -139,6 +170,7 @@ def test_run_cifar10_smoke_completes(tmp_path, cache_dir):
         "smoke",
         "--study-dir",
         study,
+        "--skip-sanity",
         cache=cache_dir,
     )
     assert proc.returncode == 0, proc.stderr
@@ -190,6 +222,7 @@ def test_sigkilled_driver_resumes_without_rerunning_or_losing_trials(tmp_path, c
     study = tmp_path / "study"
     env = {**os.environ, "BABYSITTER_CACHE": str(cache_dir)}
     args = ["search", spec_file, "--stage", "coarse", "--data", FACES, "--study-dir", study]
+    args.append("--skip-sanity")
     driver = subprocess.Popen(
         [*BABYSIT, *map(str, args)],
         env=env,
@@ -319,5 +352,5 @@ fine: {{trials: 1, epochs: 1}}
     folder = StudyFolder(tmp_path / "study")
     folder.create(spec, "final")
     with pytest.raises(BabysitterError, match=r"coarse stage has no usable trial \(2 diverged\)"):
-        run_study(folder, spec, data, echo=print)
+        run_study(folder, spec, data, echo=print, skip_sanity=True)
     assert not folder.narrowing_file.exists()

@@ -142,7 +142,7 @@ def test_eight_concurrent_trials_leave_every_reported_metric_in_sqlite(tmp_path,
     spec_file.write_text(CONCURRENT_SPEC)
     study = tmp_path / "study"
     args = ["search", spec_file, "--stage", "coarse", "--data", FACES, "--study-dir", study]
-    proc = babysit(*args, cache=cache_dir)
+    proc = babysit(*args, "--skip-sanity", cache=cache_dir)
     assert proc.returncode == 0, proc.stderr
     assert "running 8" in proc.stdout  # all eight reported at once
     reported = set()
@@ -169,6 +169,7 @@ def test_a_real_mlflow_server_gets_the_whole_tree_even_when_it_dies_mid_study(tm
     uri = f"http://127.0.0.1:{port}"
     study = tmp_path / "study"
     args = ["run", "faces", "--data", FACES, "--budget", "smoke", "--study-dir", study]
+    args.append("--skip-sanity")
     env = {**os.environ, "BABYSITTER_CACHE": str(cache_dir), "MLFLOW_TRACKING_URI": uri}
     with mlflow_server(tmp_path, port) as server:
         driver = subprocess.Popen(

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from trainables.checkpoint import load_checkpoint
+from trainables.datasets import load_data
 from trainables.errors import BabysitterError
 from trainables.train import COMPLETED, DIVERGED, evaluate_on_test, lr_at, train
 
@@ -18,9 +19,15 @@ def small(faces_config):
     return faces_config.replace(train_subset=600, epochs=3, batch_size=32)
 
 
-def test_reports_every_epoch_with_the_agreed_metrics(small, faces):
+@pytest.fixture(scope="module")
+def small_faces(small, cache_dir):
+    """The faces splits with 600 training images: what ``small`` names."""
+    return load_data(small, cache_dir)
+
+
+def test_reports_every_epoch_with_the_agreed_metrics(small, small_faces):
     reports = []
-    result = train(small, faces, on_epoch=reports.append)
+    result = train(small, small_faces, on_epoch=reports.append)
     assert result.status == COMPLETED
     assert [r.epoch for r in reports] == [1, 2, 3]
     assert [r.status for r in reports] == ["running", "running", "completed"]
@@ -31,32 +38,32 @@ def test_reports_every_epoch_with_the_agreed_metrics(small, faces):
     assert reports[-1].metrics["train_loss"] < reports[0].metrics["train_loss"]
 
 
-def test_initial_loss_is_ln_classes_and_l2_raises_it(small, faces):
-    plain = train(small.replace(l2=0.0, epochs=1, lr=1e-9), faces)
+def test_initial_loss_is_ln_classes_and_l2_raises_it(small, small_faces):
+    plain = train(small.replace(l2=0.0, epochs=1, lr=1e-9), small_faces)
     assert plain.initial_loss == pytest.approx(math.log(2), abs=0.1)
-    heavy = train(small.replace(l2=1e3, epochs=1, lr=1e-9), faces)
+    heavy = train(small.replace(l2=1e3, epochs=1, lr=1e-9), small_faces)
     assert heavy.initial_loss > 100 * plain.initial_loss
 
 
-def test_huge_learning_rate_diverges_in_the_first_epoch_without_raising(small, faces):
+def test_huge_learning_rate_diverges_in_the_first_epoch_without_raising(small, small_faces):
     reports = []
-    result = train(small.replace(lr=1e5), faces, on_epoch=reports.append)
+    result = train(small.replace(lr=1e5), small_faces, on_epoch=reports.append)
     assert result.status == DIVERGED
     assert [(r.epoch, r.status) for r in reports] == [(1, DIVERGED)]
     assert "initial" in result.reason
 
 
-def test_tiny_learning_rate_barely_moves_the_loss(small, faces):
-    result = train(small.replace(lr=1e-7), faces)
+def test_tiny_learning_rate_barely_moves_the_loss(small, small_faces):
+    result = train(small.replace(lr=1e-7), small_faces)
     first, last = result.history[0]["train_loss"], result.history[-1]["train_loss"]
     assert abs(first - last) < 0.01 * first
 
 
-def test_cpu_runs_are_deterministic(small, faces):
-    a = train(small.replace(epochs=2, augment=True, dropout=0.2), faces)
-    b = train(small.replace(epochs=2, augment=True, dropout=0.2), faces)
+def test_cpu_runs_are_deterministic(small, small_faces):
+    a = train(small.replace(epochs=2, augment=True, dropout=0.2), small_faces)
+    b = train(small.replace(epochs=2, augment=True, dropout=0.2), small_faces)
     assert strip_timing(a.history) == strip_timing(b.history)
-    c = train(small.replace(epochs=2, augment=True, dropout=0.2, seed=1), faces)
+    c = train(small.replace(epochs=2, augment=True, dropout=0.2, seed=1), small_faces)
     assert strip_timing(c.history) != strip_timing(a.history)
 
 
@@ -64,19 +71,19 @@ class Crash(Exception):
     pass
 
 
-def test_resume_after_a_crash_matches_an_uninterrupted_run(small, faces, tmp_path):
+def test_resume_after_a_crash_matches_an_uninterrupted_run(small, small_faces, tmp_path):
     config = small.replace(epochs=4, augment=True, dropout=0.2, lr_schedule="cosine")
-    uninterrupted = train(config, faces, checkpoint_path=tmp_path / "a.pt")
+    uninterrupted = train(config, small_faces, checkpoint_path=tmp_path / "a.pt")
 
     def crash_after_two(report):
         if report.epoch == 2:
             raise Crash
 
     with pytest.raises(Crash):
-        train(config, faces, checkpoint_path=tmp_path / "b.pt", on_epoch=crash_after_two)
+        train(config, small_faces, checkpoint_path=tmp_path / "b.pt", on_epoch=crash_after_two)
     seen = []
     resumed = train(
-        config, faces, checkpoint_path=tmp_path / "b.pt", resume=True, on_epoch=seen.append
+        config, small_faces, checkpoint_path=tmp_path / "b.pt", resume=True, on_epoch=seen.append
     )
     assert [r.epoch for r in seen] == [3, 4]
     assert strip_timing(resumed.history) == strip_timing(uninterrupted.history)
@@ -84,8 +91,8 @@ def test_resume_after_a_crash_matches_an_uninterrupted_run(small, faces, tmp_pat
         assert torch.equal(a, b)
 
 
-def test_checkpoint_from_other_settings_is_refused(small, faces, tmp_path):
-    train(small.replace(epochs=1), faces, checkpoint_path=tmp_path / "c.pt")
+def test_checkpoint_from_other_settings_is_refused(small, small_faces, tmp_path):
+    train(small.replace(epochs=1), small_faces, checkpoint_path=tmp_path / "c.pt")
     with pytest.raises(BabysitterError, match=r"written with lr=0\.01, now lr=0\.02"):
         load_checkpoint(tmp_path / "c.pt", small.replace(epochs=1, lr=0.02).to_dict())
     assert load_checkpoint(tmp_path / "c.pt", small.replace(epochs=1, threads=1).to_dict())
@@ -98,18 +105,18 @@ def test_lr_schedules(small):
     assert [round(lr_at(cosine, e), 4) for e in range(4)] == [1.0, 0.8536, 0.5, 0.1464]
 
 
-def test_l2_penalty_skips_biases(small, faces):
+def test_l2_penalty_skips_biases(small, small_faces):
     from trainables.train import build_model, l2_penalty
 
-    model = build_model(small, faces)
+    model = build_model(small, small_faces)
     with torch.no_grad():
         for name, p in model.named_parameters():
             p.fill_(0.0 if name.endswith("weight") else 5.0)
     assert l2_penalty(model).item() == 0.0
 
 
-def test_test_report_covers_every_test_image(small, faces):
-    result = train(small.replace(epochs=2), faces)
-    report = evaluate_on_test(result.model, faces, small)
-    assert sum(report.support) == len(faces.test) == sum(map(sum, report.confusion))
+def test_test_report_covers_every_test_image(small, small_faces):
+    result = train(small.replace(epochs=2), small_faces)
+    report = evaluate_on_test(result.model, small_faces, small)
+    assert sum(report.support) == len(small_faces.test) == sum(map(sum, report.confusion))
     assert report.accuracy > 0.8
