@@ -22,7 +22,8 @@ def default_cache_dir() -> Path:
 def cli() -> None:
     """babysitter: babysit a PyTorch network, then search its hyperparameters.
 
-    Start with `babysit train faces --data PATH` to train one configuration.
+    Start with `babysit sanity faces --data PATH` to check the setup, `babysit run faces --data
+    PATH` to search.
     """
 
 
@@ -235,6 +236,121 @@ def run(**options) -> None:
 def search(stage: str, **options) -> None:
     """Run one search stage of STUDY (fine needs the coarse stage's results)."""
     _start_study(target=stage, **options)
+
+
+@cli.command()
+@click.argument("study", metavar="STUDY")
+@click.option("--slurm", "where", flag_value="slurm", help="Submit an sbatch job to SLURM.")
+@click.option("--kuberay", "where", flag_value="kuberay", help="Apply a KubeRay RayJob.")
+@click.option("--dry-run", is_flag=True, help="Print the sbatch script or manifest instead.")
+@click.option("--data", help="Data path as the cluster's nodes see it.")
+@click.option(
+    "--budget", type=click.Choice(["smoke", "demo", "full"]), default="full", show_default=True
+)
+@click.option(
+    "--study-dir",
+    type=click.Path(path_type=Path),
+    help="Study folder on storage every node sees [default: ./studies/NAME-BUDGET (SLURM), "
+    "/studies/NAME-BUDGET on the shared volume (KubeRay)].",
+)
+@TRACKING_OPTION
+@click.option("--cpus-per-trial", type=float, help="CPUs per trial.")
+@click.option("--gpus-per-trial", type=float, help="GPUs per trial [default: 0.25 on GPU nodes].")
+@click.option("--max-concurrent", type=int, help="At most this many trials at once.")
+@click.option("--nodes", type=click.IntRange(min=1), default=1, show_default=True, help="SLURM.")
+@click.option("--gpus-per-node", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--cpus-per-node", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--partition", help="SLURM partition.")
+@click.option("--account", help="SLURM account.")
+@click.option("--time", "time_limit", default="04:00:00", show_default=True, help="SLURM.")
+@click.option("--image", default="babysitter:0.1.0", show_default=True, help="KubeRay image.")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--gpus-per-worker", type=click.IntRange(min=0), default=1, show_default=True)
+@click.option("--cpus-per-worker", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--memory-per-worker", default="32Gi", show_default=True)
+@click.option("--studies-claim", default="babysit-studies", show_default=True, help="PVC.")
+@click.option("--data-claim", default="babysit-data", show_default=True, help="PVC.")
+def submit(
+    study: str,
+    where: str | None,
+    dry_run: bool,
+    data: str | None,
+    budget: str,
+    study_dir: Path | None,
+    tracking_uri: str | None,
+    cpus_per_trial: float | None,
+    gpus_per_trial: float | None,
+    max_concurrent: int | None,
+    **cluster,
+) -> None:
+    """Run STUDY on a cluster: `babysit run` in a SLURM job (a Ray head on the first node,
+    workers on the others) or in a KubeRay RayJob. Preemption and requeue resume the study."""
+    from orchestrator import submission
+    from orchestrator.study_spec import load_spec
+
+    if where is None:
+        raise BabysitterError("babysit submit needs where: --slurm or --kuberay")
+    if not dry_run:
+        submission.require("sbatch" if where == "slurm" else "kubectl")
+    spec = load_spec(study)
+    gpus = cluster["gpus_per_node"] if where == "slurm" else cluster["gpus_per_worker"]
+    if gpus_per_trial is None and gpus > 0 and spec.resources.gpus_per_trial == 0:
+        gpus_per_trial = 0.25
+        click.echo(
+            "submit   trials get --gpus-per-trial 0.25 (four per GPU); pass it to change", err=True
+        )
+    resources = {
+        "cpus_per_trial": cpus_per_trial,
+        "gpus_per_trial": gpus_per_trial,
+        "max_concurrent": max_concurrent,
+    }
+    spec = spec.with_changes(resources={k: v for k, v in resources.items() if v is not None})
+    options = {"data": data, "tracking_uri": tracking_uri, **resources}
+    if where == "slurm":
+        target = Path(study).resolve() if Path(study).is_file() else study
+        folder = (study_dir or Path("studies") / f"{spec.name}-{budget}").resolve()
+        args = submission.run_arguments(str(target), str(folder), budget, options)
+        script = submission.slurm_script(
+            study,
+            folder,
+            args,
+            nodes=cluster["nodes"],
+            gpus_per_node=cluster["gpus_per_node"],
+            cpus_per_node=cluster["cpus_per_node"],
+            time=cluster["time_limit"],
+            partition=cluster["partition"],
+            account=cluster["account"],
+        )
+        if dry_run:
+            click.echo(script, nl=False)
+            return
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "babysit.sbatch").write_text(script)
+        out = submission.hand_over(["sbatch", str(folder / "babysit.sbatch")])
+        job = out.split()[-1] if out else "?"
+        log = folder / f"slurm-{job}.out"
+        click.echo(f"slurm    {out}; follow it with `squeue -j {job}` and `tail -f {log}`")
+        return
+    folder = study_dir or Path("/studies") / f"{spec.name}-{budget}"
+    args = submission.run_arguments("/etc/babysitter/spec.yaml", str(folder), budget, options)
+    manifest = submission.rayjob_manifest(
+        spec,
+        budget,
+        args,
+        image=cluster["image"],
+        workers=cluster["workers"],
+        gpus_per_worker=cluster["gpus_per_worker"],
+        cpus_per_worker=cluster["cpus_per_worker"],
+        memory_per_worker=cluster["memory_per_worker"],
+        studies_claim=cluster["studies_claim"],
+        data_claim=cluster["data_claim"],
+    )
+    if dry_run:
+        click.echo(manifest, nl=False)
+        return
+    out = submission.hand_over(["kubectl", "apply", "-f", "-"], stdin=manifest)
+    applied = out.splitlines()[-1] if out else "applied"
+    click.echo(f"kuberay  {applied}; follow it with `kubectl get rayjobs`")
 
 
 @cli.command()
