@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import ray
 from ray import tune
 
 from trainables.checkpoint import CHECKPOINT_NAME
@@ -27,6 +28,7 @@ def run_trial(
     """One trial: ``base`` with the sampled ``params``. ``after_epoch`` runs once the epoch is
     reported (tests use it to plant faults)."""
     config = base.replace(**params)
+    node_id = ray.get_runtime_context().get_node_id()  # two nodes may share one IP
     workdir = Path(tempfile.mkdtemp(prefix="babysitter-trial-"))
     checkpoint_path = workdir / "checkpoint" / CHECKPOINT_NAME
     restored = tune.get_checkpoint()
@@ -37,6 +39,7 @@ def run_trial(
 
     def on_epoch(report: EpochReport) -> None:
         metrics: dict[str, Any] = {**report.metrics, "trial_status": report.status}
+        metrics["node_id"] = node_id
         if report.status == DIVERGED:
             metrics["val_acc"] = 0.0  # the scheduler needs the metric; a diverged trial ranks last
         if report.checkpoint is None:

@@ -64,6 +64,7 @@ def stage_tables(
             "best_val_acc": float(history["val_acc"].max()) if len(history) else float("nan"),
             "seconds": float(last.get("time_total_s", float("nan"))),
             "node_ip": str(last.get("node_ip", "")),
+            "node_id": str(last.get("node_id", "")),
         }
         rows.append(row)
         if len(history):
@@ -85,6 +86,7 @@ def _history(trial: Any) -> pd.DataFrame:
     if "epoch" not in frame:
         return pd.DataFrame()
     keep = ["epoch", *METRICS, "epoch_seconds", "trial_status", "time_total_s", "node_ip"]
+    keep.append("node_id")
     keep += sorted(c for c in frame.columns if c.startswith("update_ratio/"))
     frame = frame[[c for c in keep if c in frame.columns]].dropna(subset=["epoch"])
     frame["epoch"] = frame["epoch"].astype(int)

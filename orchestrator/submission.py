@@ -40,13 +40,21 @@ def render(path: Path, values: Mapping[str, Any]) -> str:
     return _FIELD.sub(lambda m: str(values[m.group(1)]), text)
 
 
-def run_arguments(study: str, study_dir: str, budget: str, options: Mapping[str, Any]) -> str:
-    """``babysit run``'s arguments for the job, shell-quoted; options left None are omitted."""
-    words = [study, "--study-dir", study_dir, "--budget", budget]
+def run_words(study_dir: str, budget: str, options: Mapping[str, Any]) -> list[str]:
+    """``babysit run``'s options for the job: None and False are left out, True is a flag."""
+    words = ["--study-dir", study_dir, "--budget", budget]
     for name, value in options.items():
-        if value is not None:
-            words += ["--" + name.replace("_", "-"), str(value)]
-    return shlex.join(words)
+        flag = "--" + name.replace("_", "-")
+        if value is True:
+            words.append(flag)
+        elif value is not None and value is not False:
+            words += [flag, str(value)]
+    return words
+
+
+def run_arguments(study: str, study_dir: str, budget: str, options: Mapping[str, Any]) -> str:
+    """``babysit run STUDY ...``, shell-quoted, for a job script."""
+    return shlex.join([study, *run_words(study_dir, budget, options)])
 
 
 def slurm_script(

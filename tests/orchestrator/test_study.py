@@ -24,7 +24,7 @@ from orchestrator.study import load_study_data, run_study
 from orchestrator.study_folder import StudyFolder
 from orchestrator.study_spec import parse_spec
 from orchestrator.tracking import embedded_uri
-from tests.conftest import BABYSIT, CIFAR10, FACES, assert_one_line_error, babysit
+from tests.conftest import BABYSIT, FACES, assert_one_line_error, babysit
 from tests.orchestrator import planted
 from tests.orchestrator.mlflow_checks import assert_stage_recorded, assert_study_recorded
 from trainables.datasets import load_data
@@ -156,26 +156,6 @@ def test_run_smoke_study_end_to_end_then_rerun_is_a_no_op(tmp_path, cache_dir):
 
     other = babysit(*args[:-3], "demo", "--study-dir", study, cache=cache_dir)
     assert_one_line_error(other, "holds a study with budget='smoke', now budget='demo'")
-
-
-@pytest.mark.slow
-def test_run_cifar10_smoke_completes(tmp_path, cache_dir):
-    study = tmp_path / "study"
-    proc = babysit(
-        "run",
-        "cifar10",
-        "--data",
-        CIFAR10,
-        "--budget",
-        "smoke",
-        "--study-dir",
-        study,
-        "--skip-sanity",
-        cache=cache_dir,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert "test accuracy" in proc.stdout and "(10000 images)" in proc.stdout
-    assert len(pd.read_parquet(study / "results" / "coarse.parquet")) == 4
 
 
 KILL_SPEC = """

@@ -73,6 +73,8 @@ def test_kuberay_dry_run_prints_a_configmap_and_a_rayjob(tmp_path, cache_dir):
 
 def test_submit_errors_are_one_line_and_write_nothing(tmp_path, cache_dir):
     assert_one_line_error(babysit("submit", "faces", cache=cache_dir), "--slurm or --kuberay")
+    both = babysit("submit", "faces", "--slurm", "--address", "http://127.0.0.1:1", cache=cache_dir)
+    assert_one_line_error(both, "one place")
     study = tmp_path / "study"
     env = {**os.environ, "PATH": str(tmp_path / "empty"), "BABYSITTER_CACHE": str(cache_dir)}
     for where, tool in (("--slurm", "sbatch"), ("--kuberay", "kubectl")):
@@ -112,3 +114,28 @@ def test_slurm_submission_hands_the_script_to_sbatch_and_names_the_job(tmp_path,
     assert (study / "babysit.sbatch").read_text().startswith("#!/bin/bash")
     refused = subprocess.run(command, capture_output=True, text=True, env={**env, "REFUSE": "1"})
     assert_one_line_error(refused, "sbatch refused the job", "QOSMaxSubmitJobPerUserLimit")
+
+
+def test_plain_http_to_another_machine_without_a_token_is_refused_before_sending(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+    env["HOME"] = str(tmp_path)  # no ~/.ray/auth_token
+    command = [sys.executable, "-m", "orchestrator", "submit", "faces"]
+    command += ["--address", "http://10.255.0.1:8265", "--study-dir", str(tmp_path / "s")]
+    proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
+    assert_one_line_error(proc, "plain http to another machine", "--allow-insecure")
+    listed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "orchestrator",
+            "jobs",
+            "list",
+            "--address",
+            "http://10.255.0.1:8265",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert_one_line_error(listed, "plain http to another machine")
