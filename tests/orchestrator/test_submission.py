@@ -10,6 +10,7 @@ import sys
 import yaml
 
 from orchestrator.study_spec import load_spec, parse_spec
+from orchestrator.submission import CLUSTER_DIR
 from tests.conftest import assert_one_line_error, babysit
 
 
@@ -139,3 +140,12 @@ def test_plain_http_to_another_machine_without_a_token_is_refused_before_sending
         timeout=60,
     )
     assert_one_line_error(listed, "plain http to another machine")
+
+
+def test_the_cluster_launcher_config_has_gpu_workers_token_auth_and_shared_storage():
+    config = yaml.safe_load((CLUSTER_DIR / "aws-gpu.yaml").read_text())
+    workers = config["available_node_types"]["gpu_worker"]
+    assert workers["min_workers"] >= 1 and config["head_node_type"] == "head"
+    starts = config["head_start_ray_commands"] + config["worker_start_ray_commands"]
+    assert all("RAY_AUTH_MODE=token" in c for c in starts if "ray start" in c)
+    assert any("/shared" in c for c in config["setup_commands"])
