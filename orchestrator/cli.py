@@ -509,11 +509,20 @@ def resume(
     target = folder.read_target()
     with ray_runtime(address, needed=folder.needs_search(target)):
         check_resources(spec.resources)
+        _check_shared_storage(folder.path)
         tracker = _tracker(folder, spec, uri, tracking_wait)
         skip = folder.read_state().get("skip_sanity", False)
         run_study(
             folder, spec, data, target=target, echo=click.echo, tracker=tracker, skip_sanity=skip
         )
+
+
+def _check_shared_storage(study_dir: Path) -> None:
+    from orchestrator.ray_runtime import check_shared_storage
+
+    nodes = check_shared_storage(study_dir)
+    if nodes:
+        click.echo(f"cluster  all {nodes} Ray nodes see the study folder {study_dir}")
 
 
 def _check_tracking(folder, spec, tracking_uri: str | None) -> str | None:
@@ -588,6 +597,7 @@ def _start_study(
     spec, splits = load_study_data(spec, budget, cache_dir, click.echo)
     with ray_runtime(address, needed=folder.needs_search(target)):
         check_resources(spec.resources)
+        _check_shared_storage(folder.path)
         folder.create(spec, target)
         if target != "sanity":
             folder.write_state(skip_sanity=skip_sanity)

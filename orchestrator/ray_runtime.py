@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 from orchestrator.study_spec import Resources
 from trainables.errors import BabysitterError
@@ -64,3 +66,67 @@ def check_resources(resources: Resources) -> None:
                 f"{flag} {asked:g} asks for more than the largest Ray node has ({largest:g} "
                 f"{key}s); lower {flag} or add bigger nodes"
             )
+
+
+def check_shared_storage(study_dir: Path) -> int:
+    """On a cluster of more than one node, refuse a study folder some node cannot see: Ray
+    Tune would write that node's trial checkpoints to its own disk, where resume and the
+    final training never find them. Returns how many nodes were asked (0: one node)."""
+    import ray
+
+    nodes = _alive_nodes() if ray.is_initialized() else []
+    if len(nodes) < 2:
+        return 0
+    anchor = study_dir.resolve()
+    while not anchor.exists():
+        anchor = anchor.parent
+    marker = anchor / f".babysitter-shared-{uuid.uuid4().hex}"
+    try:
+        marker.touch()
+    except OSError:
+        return 0  # an unwritable folder fails on its own, with its own message
+    try:
+        problem = shared_storage_problem(study_dir, nodes_not_seeing(marker), len(nodes))
+    finally:
+        marker.unlink(missing_ok=True)
+    if problem:
+        raise BabysitterError(problem)
+    return len(nodes)
+
+
+def shared_storage_problem(study_dir: Path, blind: list[str], nodes: int) -> str | None:
+    """The one line that says which nodes cannot see the study folder, or None."""
+    if not blind:
+        return None
+    return (
+        f"--study-dir {study_dir}: {len(blind)} of {nodes} Ray nodes cannot see it (node "
+        f"{', '.join(n[:12] for n in blind)}); put the study folder on storage every node "
+        "mounts at the same path (NFS, a shared volume)"
+    )
+
+
+def nodes_not_seeing(path: Path) -> list[str]:
+    """The ids of the alive nodes on which ``path`` does not exist, asked on each node."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    @ray.remote(num_cpus=0)
+    def exists(name: str) -> bool:
+        return os.path.exists(name)
+
+    nodes = _alive_nodes()
+    probes = [
+        exists.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)).remote(
+            str(path)
+        )
+        for node in nodes
+    ]
+    return [
+        node for node, seen in zip(nodes, ray.get(probes, timeout=120), strict=True) if not seen
+    ]
+
+
+def _alive_nodes() -> list[str]:
+    import ray
+
+    return [n["NodeID"] for n in ray.nodes() if n.get("Alive")]

@@ -25,6 +25,16 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("cache")
 
 
+@pytest.fixture(scope="module")
+def local_ray():
+    """A local Ray runtime in the test process, for tests that call the orchestrator in-process."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
 @pytest.fixture(scope="session")
 def faces_config() -> TrialConfig:
     assert FACES.exists(), f"missing {FACES}: tests read the real data from ../shared/data"

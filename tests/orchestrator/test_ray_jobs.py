@@ -90,6 +90,8 @@ def test_a_cifar10_smoke_study_runs_as_a_ray_job_on_both_nodes(cluster, tmp_path
     fine = pd.read_parquet(study / "results" / "fine.parquet")
     assert len(coarse) == coarse["trial_id"].nunique() == 4
     assert pd.concat([coarse, fine])["node_id"].nunique() == 2  # trials ran on both nodes
+    assert f"cluster  all 2 Ray nodes see the study folder {study}" in proc.stdout
+    assert not list(tmp_path.glob(".babysitter-shared-*"))  # the probe's marker is gone
     assert_study_recorded(embedded_uri(study), "cifar10", study)
 
     status = babysit_on(cluster, "jobs", "status", job, "--address", cluster.address)

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import ray
 from ray import cloudpickle
 
 from orchestrator.results import FINISHED
@@ -41,13 +40,6 @@ fine: {{trials: 1, epochs: 2, search: grid, scheduler: {{type: fifo}}}}
 final: {{epochs: 2}}
 retries: 1
 """
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 @pytest.mark.slow
