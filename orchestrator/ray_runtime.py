@@ -55,7 +55,7 @@ def check_resources(resources: Resources) -> None:
 
     if not ray.is_initialized():
         return
-    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    nodes = [n["Resources"] for n in _alive_nodes()]
     for key, flag, asked in (
         ("CPU", "--cpus-per-trial", resources.cpus_per_trial),
         ("GPU", "--gpus-per-trial", resources.gpus_per_trial),
@@ -74,7 +74,7 @@ def check_shared_storage(study_dir: Path) -> int:
     final training never find them. Returns how many nodes were asked (0: one node)."""
     import ray
 
-    nodes = _alive_nodes() if ray.is_initialized() else []
+    nodes = [n["NodeID"] for n in _alive_nodes()] if ray.is_initialized() else []
     if len(nodes) < 2:
         return 0
     anchor = study_dir.resolve()
@@ -86,7 +86,7 @@ def check_shared_storage(study_dir: Path) -> int:
     except OSError:
         return 0  # an unwritable folder fails on its own, with its own message
     try:
-        problem = shared_storage_problem(study_dir, nodes_not_seeing(marker), len(nodes))
+        problem = shared_storage_problem(study_dir, nodes_not_seeing(marker, nodes), len(nodes))
     finally:
         marker.unlink(missing_ok=True)
     if problem:
@@ -105,8 +105,8 @@ def shared_storage_problem(study_dir: Path, blind: list[str], nodes: int) -> str
     )
 
 
-def nodes_not_seeing(path: Path) -> list[str]:
-    """The ids of the alive nodes on which ``path`` does not exist, asked on each node."""
+def nodes_not_seeing(path: Path, nodes: list[str]) -> list[str]:
+    """The ``nodes`` (ids) on which ``path`` does not exist, asked on each node."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -114,7 +114,6 @@ def nodes_not_seeing(path: Path) -> list[str]:
     def exists(name: str) -> bool:
         return os.path.exists(name)
 
-    nodes = _alive_nodes()
     probes = [
         exists.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)).remote(
             str(path)
@@ -126,7 +125,7 @@ def nodes_not_seeing(path: Path) -> list[str]:
     ]
 
 
-def _alive_nodes() -> list[str]:
+def _alive_nodes() -> list[dict]:
     import ray
 
-    return [n["NodeID"] for n in ray.nodes() if n.get("Alive")]
+    return [n for n in ray.nodes() if n.get("Alive")]

@@ -7,8 +7,8 @@ from orchestrator.ray_runtime import check_shared_storage, nodes_not_seeing, sha
 
 def test_each_node_is_asked_whether_it_sees_a_path(local_ray, tmp_path):
     node = ray.get_runtime_context().get_node_id()
-    assert nodes_not_seeing(tmp_path) == []
-    assert nodes_not_seeing(tmp_path / "written-on-another-machine") == [node]
+    assert nodes_not_seeing(tmp_path, [node]) == []
+    assert nodes_not_seeing(tmp_path / "written-on-another-machine", [node]) == [node]
     assert check_shared_storage(tmp_path / "study") == 0  # one node: nothing to share
     assert list(tmp_path.iterdir()) == []
 
