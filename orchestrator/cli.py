@@ -122,12 +122,12 @@ def train(dataset: str, out: Path | None, resume: bool, cache_dir: Path, **optio
     checkpoint.pt (every epoch) and test_metrics.json to --out.
     """
     from orchestrator.console import epoch_line, test_summary
-    from orchestrator.run_folder import RunFolder
+    from orchestrator.run_folder import RunFolder, train_run
     from trainables.config import TrialConfig
     from trainables.datasets import load_data
     from trainables.model import parameter_count
-    from trainables.train import DIVERGED, build_model, evaluate_on_test
-    from trainables.train import train as run_training
+    from trainables.train import DIVERGED
+    from trainables.trial_state import build_model
 
     config = TrialConfig(dataset=dataset, **options)
     out = out or Path("runs") / f"train-{dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -139,30 +139,17 @@ def train(dataset: str, out: Path | None, resume: bool, cache_dir: Path, **optio
     click.echo(f"model    seed CNN, {params:,} parameters")
     if folder.start_epoch:
         click.echo(f"resume   from epoch {folder.start_epoch} in {out}")
-    folder.write_json("config.json", config.to_dict())
     progress = _EpochProgress(config.epochs)
 
     def on_epoch(report) -> None:
         progress.close()
-        folder.append_metrics({**report.metrics, "status": report.status})
         click.echo(epoch_line(report.epoch, config.epochs, report.metrics, report.status))
 
-    result = run_training(
-        config,
-        data,
-        on_epoch=on_epoch,
-        on_batch=progress.update,
-        checkpoint_path=folder.checkpoint,
-        resume=resume,
-    )
-    if result.status == DIVERGED:
-        click.echo(f"diverged {result.reason}; no test evaluation. Try a lower --lr.")
-        folder.write_json("result.json", {"status": DIVERGED, "reason": result.reason})
+    outcome = train_run(folder, config, data, on_epoch=on_epoch, on_batch=progress.update)
+    if outcome.status == DIVERGED:
+        click.echo(f"diverged {outcome.reason}; no test evaluation. Try a lower --lr.")
         return
-    report = evaluate_on_test(result.model, data, config)
-    folder.write_json("test_metrics.json", report.to_dict())
-    folder.write_json("result.json", {"status": result.status, "test_accuracy": report.accuracy})
-    click.echo(test_summary(report))
+    click.echo(test_summary(outcome.test))
     click.echo(f"saved    {out}/ (config.json, metrics.jsonl, checkpoint.pt, test_metrics.json)")
 
 

@@ -7,12 +7,17 @@ refused, and on resume the metrics log is cut back to the checkpoint so no epoch
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from trainables.checkpoint import CHECKPOINT_NAME, checkpoint_epoch
+from trainables.config import TrialConfig
+from trainables.datasets import DataSplits
 from trainables.errors import BabysitterError
+from trainables.metrics import ClassificationReport
+from trainables.train import DIVERGED, EpochReport, evaluate_on_test, train
 
 METRICS_NAME = "metrics.jsonl"
 
@@ -63,3 +68,43 @@ class RunFolder:
     def _cut_metrics(self, last_epoch: int) -> None:
         kept = [row for row in self.read_metrics() if row["epoch"] <= last_epoch]
         self.metrics.write_text("".join(json.dumps(row) + "\n" for row in kept))
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    status: str
+    reason: str = ""
+    test: ClassificationReport | None = None
+
+
+def train_run(
+    folder: RunFolder,
+    config: TrialConfig,
+    data: DataSplits,
+    *,
+    on_epoch: Callable[[EpochReport], None],
+    on_batch: Callable[[int, int], None] | None = None,
+) -> RunOutcome:
+    """Train ``config`` in ``folder`` (continuing its checkpoint), then test it: what `babysit
+    train` and a study's final step both do. A diverged run is a finding, not an error."""
+    folder.write_json("config.json", config.to_dict())
+
+    def record(report: EpochReport) -> None:
+        folder.append_metrics({**report.metrics, "status": report.status})
+        on_epoch(report)
+
+    result = train(
+        config,
+        data,
+        on_epoch=record,
+        on_batch=on_batch,
+        checkpoint_path=folder.checkpoint,
+        resume=True,
+    )
+    if result.status == DIVERGED:
+        folder.write_json("result.json", {"status": DIVERGED, "reason": result.reason})
+        return RunOutcome(DIVERGED, result.reason)
+    report = evaluate_on_test(result.model, data, config)
+    folder.write_json("test_metrics.json", report.to_dict())
+    folder.write_json("result.json", {"status": result.status, "test_accuracy": report.accuracy})
+    return RunOutcome(result.status, test=report)

@@ -16,7 +16,7 @@ from orchestrator.study_spec import StudySpec
 from trainables.datasets import DataSplits
 from trainables.errors import BabysitterError
 from trainables.sanity import EXPLODES, SanityReport, SanitySettings, decades, run_checks
-from trainables.train import build_model
+from trainables.trial_state import build_model
 
 Echo = Callable[[str], None]
 

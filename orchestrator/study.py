@@ -17,7 +17,7 @@ from orchestrator import console
 from orchestrator.narrowing import narrow
 from orchestrator.ray_trainable import run_trial
 from orchestrator.results import rank, read_tables, write_tables
-from orchestrator.run_folder import RunFolder
+from orchestrator.run_folder import RunFolder, train_run
 from orchestrator.sanity_stage import run_sanity
 from orchestrator.search_space import Param, parse_space
 from orchestrator.stage import METRIC, StageRun, run_stage
@@ -31,7 +31,6 @@ from trainables.datasets import DataSplits, load_data
 from trainables.errors import BabysitterError
 from trainables.metrics import ClassificationReport
 from trainables.train import DIVERGED as TRAIN_DIVERGED
-from trainables.train import evaluate_on_test, train
 
 Echo = Callable[[str], None]
 RETRY_WAIT_S = 5.0
@@ -278,11 +277,9 @@ def _final(
         echo(f"final  already trained: {folder.final}")
     else:
         echo(f"final  training the best fine config for {config.epochs} epochs")
-        run.write_json("config.json", config.to_dict())
         np.save(folder.final / EXAMPLE_NAME, _input_example(data))
 
         def on_epoch(report) -> None:
-            run.append_metrics({**report.metrics, "status": report.status})
             if tracker is not None:
                 row = {**report.metrics, "trial_status": report.status}
                 tracker.live(lambda: _log_final_epoch(tracker, config, row))
@@ -291,15 +288,7 @@ def _final(
                 + console.epoch_line(report.epoch, config.epochs, report.metrics, report.status)
             )
 
-        result = train(config, data, on_epoch=on_epoch, checkpoint_path=run.checkpoint, resume=True)
-        if result.status == TRAIN_DIVERGED:
-            run.write_json("result.json", {"status": TRAIN_DIVERGED, "reason": result.reason})
-        else:
-            report = evaluate_on_test(result.model, data, config)
-            run.write_json("test_metrics.json", report.to_dict())
-            run.write_json(
-                "result.json", {"status": result.status, "test_accuracy": report.accuracy}
-            )
+        train_run(run, config, data, on_epoch=on_epoch)
     outcome = json.loads(result_file.read_text())
     chosen = json.loads((folder.final / "config.json").read_text())
     echo("chosen   " + ", ".join(f"{k}={_short(chosen[k])}" for k in searched))

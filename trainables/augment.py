@@ -22,10 +22,10 @@ class AugmentSpec:
 def augment_batch(
     x: torch.Tensor, generator: torch.Generator, spec: AugmentSpec = AugmentSpec()
 ) -> torch.Tensor:
-    """Random affine per image; randomness comes from ``generator`` (CPU) so runs are
-    reproducible on any device and resumable from a checkpoint."""
+    """Random affine per image; randomness comes from ``generator`` (on the batch's device) so
+    runs are reproducible and resumable from a checkpoint."""
     n = x.shape[0]
-    u = torch.rand(n, 6, generator=generator) * 2 - 1
+    u = torch.rand(n, 6, generator=generator, device=generator.device) * 2 - 1
     angle = u[:, 0] * math.radians(spec.rotation_deg)
     tx, ty = u[:, 1] * spec.shift * 2, u[:, 2] * spec.shift * 2
     shear = u[:, 3] * spec.shear
@@ -38,6 +38,6 @@ def augment_batch(
             torch.stack([sin * zoom * flip, (cos + shear * sin) * zoom, ty], dim=1),
         ],
         dim=1,
-    ).to(device=x.device, dtype=x.dtype)
+    ).to(dtype=x.dtype)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)

@@ -25,6 +25,7 @@ class SeedCNN(nn.Module):
         he_init: bool = False,
         dropout: float = 0.0,
         width: float = 1.0,
+        generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
         if min(image_size) < 8:
@@ -46,22 +47,29 @@ class SeedCNN(nn.Module):
         flat = channels * (image_size[0] // 8) * (image_size[1] // 8)
         self.classifier = nn.Sequential(
             nn.Flatten(),
-            nn.Dropout(dropout),
+            Dropout(dropout),
             nn.Linear(flat, hidden),
             nn.ReLU(inplace=True),
-            nn.Dropout(dropout),
+            Dropout(dropout),
             nn.Linear(hidden, num_classes),
         )
         for module in self.modules():
             if isinstance(module, nn.Conv2d | nn.Linear):
                 if he_init:
-                    nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+                    nn.init.kaiming_normal_(module.weight, nonlinearity="relu", generator=generator)
                 else:
-                    nn.init.xavier_uniform_(module.weight)
+                    nn.init.xavier_uniform_(module.weight, generator=generator)
                 nn.init.zeros_(module.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))
+
+    def use_generator(self, generator: torch.Generator) -> None:
+        """Draw dropout masks from the trial's own generator (it must live on the model's
+        device), so trials sharing a process never share random state."""
+        for module in self.modules():
+            if isinstance(module, Dropout):
+                module.generator = generator
 
     def layer_weights(self) -> dict[str, nn.Parameter]:
         """conv1..convN, fc1, fc2 -> weight: the tensors the L2 penalty and update ratios use."""
@@ -70,6 +78,25 @@ class SeedCNN(nn.Module):
         named = {f"conv{i + 1}": m.weight for i, m in enumerate(convs)}
         named.update({f"fc{i + 1}": m.weight for i, m in enumerate(fcs)})
         return named
+
+
+class Dropout(nn.Module):
+    """Inverted dropout like ``nn.Dropout``, with masks from a given generator (torch's own
+    dropout takes only the process-wide one)."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = p
+        self.generator: torch.Generator | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        keep = torch.rand(x.shape, device=x.device, generator=self.generator) >= self.p
+        return x * keep / (1 - self.p)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
 
 
 def parameter_count(model: nn.Module) -> int:

@@ -24,12 +24,12 @@ from trainables.device import Runtime, select_runtime
 from trainables.train import (
     LOSS_EMA,
     Normalizer,
-    build_model,
+    device_split,
     evaluate,
     l2_penalty,
-    make_optimizer,
     to_device,
 )
+from trainables.trial_state import build_model, make_optimizer
 
 PASS, WARN, FAIL = "pass", "warn", "fail"
 TOO_LOW, LEARNS, EXPLODES = "too low", "learns", "explodes"
@@ -279,8 +279,8 @@ class _Bench:
         needed = chance + 3 * math.sqrt(chance * (1 - chance) / n)
         accuracy = math.nan
         if model is not None:
-            images, labels = to_device(self.data.val, self.runtime)
-            _, accuracy, _ = evaluate(model, images[:n], labels[:n], self._normalize, self.runtime)
+            val = device_split(self.data.val, self.data, self.runtime)
+            _, accuracy, _ = evaluate(model, val.x[:n], val.y[:n], self.runtime)
         return Check(
             name="beats_chance",
             status=PASS if accuracy > needed else FAIL,

@@ -16,16 +16,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainables.augment import augment_batch
-from trainables.checkpoint import load_checkpoint, save_checkpoint
 from trainables.config import TrialConfig
 from trainables.datasets import DataSplits, Split
 from trainables.device import Runtime, select_runtime
 from trainables.metrics import ClassificationReport, classification_report
 from trainables.model import SeedCNN
+from trainables.trial_state import TrialState
 
 COMPLETED, DIVERGED = "completed", "diverged"
 EVAL_BATCH = 1024
 LOSS_EMA = 0.9
+# The loop reads its losses from the device once per SYNC_EVERY steps (nanoGPT and airbench
+# sync as rarely); a diverged trial runs at most SYNC_EVERY - 1 steps past the bad batch.
+SYNC_EVERY = 8
 
 
 @dataclass(frozen=True)
@@ -51,18 +54,6 @@ class TrainResult:
         return self.history[-1] if self.history else {}
 
 
-def build_model(config: TrialConfig, data: DataSplits) -> SeedCNN:
-    return SeedCNN(
-        data.channels,
-        data.num_classes,
-        data.image_size,
-        batch_norm=config.batch_norm,
-        he_init=config.he_init,
-        dropout=config.dropout,
-        width=config.width,
-    )
-
-
 def lr_at(config: TrialConfig, epoch: int) -> float:
     """Learning rate for 0-based ``epoch``: a pure function, so a resumed run needs no
     scheduler state beyond the epoch number."""
@@ -75,15 +66,20 @@ def lr_at(config: TrialConfig, epoch: int) -> float:
 
 def l2_penalty(model: SeedCNN) -> torch.Tensor:
     """Keras-style ``sum(w**2)`` over conv and FC weights, not biases or batch-norm scales."""
-    return sum(w.pow(2).sum() for w in model.layer_weights().values())
+    norms = torch._foreach_norm(list(model.layer_weights().values()))
+    return torch.stack(norms).square().sum()
 
 
-def make_optimizer(config: TrialConfig, model: nn.Module) -> torch.optim.Optimizer:
-    if config.optimizer == "adam":
-        return torch.optim.Adam(model.parameters(), lr=config.lr)
-    return torch.optim.SGD(
-        model.parameters(), lr=config.lr, momentum=config.momentum, nesterov=config.nesterov
-    )
+def add_l2(weights: list[torch.Tensor], l2: float) -> torch.Tensor:
+    """Add the penalty ``l2 * sum(w**2)`` to the loss the way autograd would (its gradient,
+    ``2 * l2 * w``, in one fused op) and return its value, which the training loss includes."""
+    with torch.no_grad():
+        penalty = l2 * torch.stack(torch._foreach_norm(weights)).square().sum()
+        pairs = [(w.grad, w) for w in weights if w.grad is not None]
+        if pairs:
+            grads, values = zip(*pairs, strict=True)
+            torch._foreach_add_(list(grads), list(values), alpha=2 * l2)
+    return penalty
 
 
 class Normalizer:
@@ -110,6 +106,70 @@ def to_device(split: Split, runtime: Runtime) -> tuple[torch.Tensor, torch.Tenso
     return images, labels
 
 
+def device_split(split: Split, data: DataSplits, runtime: Runtime) -> DeviceSplit:
+    """``split`` normalized once, resident on the training device (chunked, so the float copy
+    is the only large allocation)."""
+    images, labels = to_device(split, runtime)
+    normalize = Normalizer(data, runtime)
+    x = torch.empty(images.shape, device=runtime.device).contiguous(
+        memory_format=runtime.memory_format
+    )
+    for i in range(0, len(images), EVAL_BATCH):
+        x[i : i + EVAL_BATCH] = normalize(images[i : i + EVAL_BATCH])
+    return DeviceSplit(x, labels)
+
+
+@dataclass(frozen=True)
+class DeviceSplit:
+    x: torch.Tensor
+    y: torch.Tensor
+
+
+class LossGuard:
+    """The divergence rule without a host sync per step: each batch's loss and correct count
+    stay on the device and are read together every ``SYNC_EVERY`` steps and at the epoch's end;
+    the rule then runs over each batch in order. So a diverged trial stops within
+    ``SYNC_EVERY`` steps, and its reason names the batch where the loss crossed the line."""
+
+    def __init__(self, state: TrialState, device: torch.device) -> None:
+        self.state = state
+        self.pending = torch.zeros(SYNC_EVERY, 2, device=device)
+        self.sizes: list[int] = []
+        self.batches = self.seen = self.correct = 0
+        self.loss_sum = self.last_loss = 0.0
+        self.reason = ""
+
+    def add(self, loss: torch.Tensor, correct: torch.Tensor, size: int) -> bool:
+        """Keep one batch's figures; True when it is time to read them."""
+        self.pending[len(self.sizes)] = torch.stack((loss, correct.float()))
+        self.sizes.append(size)
+        return len(self.sizes) == SYNC_EVERY
+
+    def read(self) -> bool:
+        """Run the rule over the batches kept since the last read (one host sync); True when
+        the trial diverged (``reason`` and ``last_loss`` say where)."""
+        state, factor = self.state, self.state.config.divergence_factor
+        rows, sizes = self.pending[: len(self.sizes)].tolist(), self.sizes
+        self.sizes = []
+        for (loss, correct), size in zip(rows, sizes, strict=True):
+            self.batches += 1
+            self.seen += size
+            self.correct += int(correct)
+            self.loss_sum += loss * size
+            self.last_loss = loss
+            if math.isnan(state.initial_loss):
+                state.initial_loss = state.loss_ema = loss
+            state.loss_ema = LOSS_EMA * state.loss_ema + (1 - LOSS_EMA) * loss
+            if not math.isfinite(loss) or state.loss_ema > factor * state.initial_loss:
+                self.reason = (
+                    f"loss {loss:.4g} (smoothed {state.loss_ema:.4g}) at epoch "
+                    f"{state.epoch + 1}, batch {self.batches}: above {factor:g}x the initial "
+                    f"{state.initial_loss:.4g} or not finite"
+                )
+                return True
+        return False
+
+
 def train(
     config: TrialConfig,
     data: DataSplits,
@@ -122,153 +182,121 @@ def train(
     """Train ``config`` on ``data``; with ``resume`` and an existing checkpoint, continue it
     exactly (same metrics as an uninterrupted run on CPU with the same seed)."""
     runtime = select_runtime(config.device, config.threads)
-    torch.manual_seed(config.seed)
-    generator = torch.Generator().manual_seed(config.seed)
-    model = build_model(config, data).to(runtime.device, memory_format=runtime.memory_format)
-    optimizer = make_optimizer(config, model)
-    normalize = Normalizer(data, runtime)
-    train_x, train_y = to_device(data.train, runtime)
-    val = to_device(data.val, runtime)
-    weights = model.layer_weights()
-    result = TrainResult(status=COMPLETED, model=model)
-    loss_ema = math.nan
-    start_epoch = 0
-
     if resume and checkpoint_path is not None and checkpoint_path.exists():
-        state = load_checkpoint(checkpoint_path, config.to_dict())
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["rng"]["torch"])
-        generator.set_state(state["rng"]["generator"])
-        if runtime.is_cuda and "cuda" in state["rng"]:
-            torch.cuda.set_rng_state(state["rng"]["cuda"])
-        start_epoch = state["epoch"]
-        result.history = list(state["history"])
-        result.initial_loss = state["initial_loss"]
-        loss_ema = state["loss_ema"]
-
-    n, batch_size = len(train_y), config.batch_size
-    batches = math.ceil(n / batch_size)
-    for epoch in range(start_epoch, config.epochs):
-        lr = lr_at(config, epoch)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        model.train()
+        state = TrialState.load(checkpoint_path, config, data, runtime)
+    else:
+        state = TrialState.create(config, data, runtime)
+    train_split = device_split(data.train, data, runtime)
+    val = device_split(data.val, data, runtime)
+    result = TrainResult(COMPLETED, state.model, state.history)
+    while state.epoch < config.epochs:
         t0 = time.perf_counter()
-        order = torch.randperm(n, generator=generator).to(runtime.device)
-        loss_sum = torch.zeros((), device=runtime.device)
-        correct = torch.zeros((), dtype=torch.long, device=runtime.device)
-        seen = 0
-        ratios: dict[str, float] = {}
-        for b in range(batches):
-            index = order[b * batch_size : (b + 1) * batch_size]
-            x = normalize(train_x[index])
-            if config.augment:
-                x = augment_batch(x, generator)
-            y = train_y[index]
-            with runtime.autocast():
-                logits = model(x)
-            loss = F.cross_entropy(logits.float(), y)
-            if config.l2 > 0:
-                loss = loss + config.l2 * l2_penalty(model)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            last = b == batches - 1
-            before = {k: w.detach().clone() for k, w in weights.items()} if last else None
-            optimizer.step()
-            if before is not None:
-                ratios = {
-                    f"update_ratio/{k}": float((w.detach() - before[k]).norm() / before[k].norm())
-                    for k, w in weights.items()
-                }
-
-            value = loss.item()
-            if math.isnan(result.initial_loss):
-                result.initial_loss = value
-                loss_ema = value
-            loss_ema = LOSS_EMA * loss_ema + (1 - LOSS_EMA) * value
-            loss_sum += loss.detach() * len(y)
-            correct += (logits.argmax(dim=1) == y).sum()
-            seen += len(y)
-            if (
-                not math.isfinite(value)
-                or loss_ema > config.divergence_factor * result.initial_loss
-            ):
-                result.status = DIVERGED
-                result.reason = (
-                    f"loss {value:.4g} (smoothed {loss_ema:.4g}) at epoch {epoch + 1}, batch "
-                    f"{b + 1}: above {config.divergence_factor:g}x the initial "
-                    f"{result.initial_loss:.4g} or not finite"
-                )
-                metrics = {"epoch": epoch + 1, "lr": lr, "train_loss": value}
-                metrics["train_acc"] = correct.item() / seen
-                result.history.append(metrics)
-                if on_epoch:
-                    on_epoch(EpochReport(epoch + 1, metrics, DIVERGED))
-                return result
-            if on_batch:
-                on_batch(b + 1, batches)
-
+        lr = lr_at(config, state.epoch)
+        guard, ratios = run_epoch(state, train_split, lr, runtime, on_batch)
+        if guard.reason:
+            result.status, result.reason = DIVERGED, guard.reason
+            metrics = {"epoch": state.epoch + 1, "lr": lr, "train_loss": guard.last_loss}
+            metrics["train_acc"] = guard.correct / guard.seen
+            state.history.append(metrics)
+            if on_epoch:
+                on_epoch(EpochReport(state.epoch + 1, metrics, DIVERGED))
+            break
+        seen = guard.seen
         train_seconds = time.perf_counter() - t0
-        val_loss, val_acc, _ = evaluate(model, *val, normalize, runtime)
+        val_loss, val_acc, _ = evaluate(state.model, val.x, val.y, runtime)
+        state.epoch += 1
         metrics = {
-            "epoch": epoch + 1,
+            "epoch": state.epoch,
             "lr": lr,
-            "train_loss": loss_sum.item() / seen,
-            "train_acc": correct.item() / seen,
+            "train_loss": guard.loss_sum / seen,
+            "train_acc": guard.correct / seen,
             "val_loss": val_loss,
             "val_acc": val_acc,
             "epoch_seconds": time.perf_counter() - t0,
             "images_per_s": seen / train_seconds,
             **ratios,
         }
-        result.history.append(metrics)
+        state.history.append(metrics)
         if checkpoint_path is not None:
-            rng = {"torch": torch.get_rng_state(), "generator": generator.get_state()}
-            if runtime.is_cuda:
-                rng["cuda"] = torch.cuda.get_rng_state()
-            save_checkpoint(
-                checkpoint_path,
-                {
-                    "config": config.to_dict(),
-                    "epoch": epoch + 1,
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "rng": rng,
-                    "history": result.history,
-                    "initial_loss": result.initial_loss,
-                    "loss_ema": loss_ema,
-                },
-            )
-        status = COMPLETED if epoch + 1 == config.epochs else "running"
+            state.save(checkpoint_path)
+        status = COMPLETED if state.epoch == config.epochs else "running"
         if on_epoch:
-            on_epoch(EpochReport(epoch + 1, metrics, status, checkpoint_path))
+            on_epoch(EpochReport(state.epoch, metrics, status, checkpoint_path))
+    result.initial_loss = state.initial_loss
     return result
+
+
+def run_epoch(
+    state: TrialState,
+    split: DeviceSplit,
+    lr: float,
+    runtime: Runtime,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> tuple[LossGuard, dict[str, float]]:
+    """One pass over ``split`` in a random order; stops early once the guard sees divergence
+    (``guard.reason`` says why). Returns the guard and the last step's update / weight ratios."""
+    config, model, optimizer = state.config, state.model, state.optimizer
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    named = model.layer_weights()
+    weights = list(named.values())
+    guard = LossGuard(state, runtime.device)
+    n, size = len(split.y), config.batch_size
+    batches = math.ceil(n / size)
+    order = torch.randperm(n, generator=state.generator, device=state.generator.device)
+    ratios: dict[str, float] = {}
+    model.train()
+    for b in range(batches):
+        index = order[b * size : (b + 1) * size]
+        x, y = split.x[index].contiguous(memory_format=runtime.memory_format), split.y[index]
+        if config.augment:
+            x = augment_batch(x, state.generator)
+        with runtime.autocast():
+            logits = model(x)
+        loss = F.cross_entropy(logits.float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if config.l2 > 0:
+            loss = loss + add_l2(weights, config.l2)
+        if b == batches - 1:
+            before = [w.detach().clone() for w in weights]
+            optimizer.step()
+            changes = [
+                (w.detach() - old).norm() / old.norm()
+                for w, old in zip(weights, before, strict=True)
+            ]
+            values = torch.stack(changes).tolist()
+            ratios = {f"update_ratio/{k}": v for k, v in zip(named, values, strict=True)}
+        else:
+            optimizer.step()
+        correct = (logits.argmax(dim=1) == y).sum()
+        if guard.add(loss.detach(), correct, len(y)) and guard.read():
+            return guard, ratios
+        if on_batch:
+            on_batch(b + 1, batches)
+    guard.read()
+    return guard, ratios
 
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    normalize: Callable[[torch.Tensor], torch.Tensor],
-    runtime: Runtime,
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, runtime: Runtime
 ) -> tuple[float, float, torch.Tensor]:
-    """Mean cross-entropy, accuracy and predictions, in eval mode, without the L2 penalty."""
+    """Mean cross-entropy, accuracy and predictions on normalized images, in eval mode,
+    without the L2 penalty."""
     was_training = model.training
     model.eval()
     loss = torch.zeros((), device=runtime.device)
     predictions = []
-    for i in range(0, len(labels), EVAL_BATCH):
-        x = normalize(images[i : i + EVAL_BATCH])
+    for i in range(0, len(y), EVAL_BATCH):
         with runtime.autocast():
-            logits = model(x).float()
-        loss += F.cross_entropy(logits, labels[i : i + EVAL_BATCH], reduction="sum")
+            logits = model(x[i : i + EVAL_BATCH]).float()
+        loss += F.cross_entropy(logits, y[i : i + EVAL_BATCH], reduction="sum")
         predictions.append(logits.argmax(dim=1))
     model.train(was_training)
     predicted = torch.cat(predictions)
-    accuracy = (predicted == labels).float().mean().item()
-    return loss.item() / len(labels), accuracy, predicted
+    total, correct = torch.stack((loss, (predicted == y).sum().float())).tolist()
+    return total / len(y), correct / len(y), predicted
 
 
 def evaluate_on_test(
@@ -276,8 +304,8 @@ def evaluate_on_test(
 ) -> ClassificationReport:
     """Accuracy, confusion matrix and per-class precision / recall / F1 on the test split."""
     runtime = select_runtime(config.device, config.threads)
-    images, labels = to_device(data.test, runtime)
-    loss, _, predicted = evaluate(model, images, labels, Normalizer(data, runtime), runtime)
+    test = device_split(data.test, data, runtime)
+    loss, _, predicted = evaluate(model, test.x, test.y, runtime)
     return classification_report(
-        labels.cpu().numpy(), predicted.cpu().numpy(), data.class_names, loss
+        test.y.cpu().numpy(), predicted.cpu().numpy(), data.class_names, loss
     )

@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from trainables.errors import ConfigError
-from trainables.model import SeedCNN, parameter_count
+from trainables.model import Dropout, SeedCNN, parameter_count
 
 
 def test_seed_cnn_has_the_reports_357k_parameters_on_cifar10():
@@ -27,7 +27,7 @@ def test_switches_change_the_network():
     plain = SeedCNN(3, 10, (32, 32))
     bn = SeedCNN(3, 10, (32, 32), batch_norm=True, dropout=0.5, width=0.5)
     assert sum(isinstance(m, nn.BatchNorm2d) for m in bn.modules()) == 3
-    assert [m.p for m in bn.modules() if isinstance(m, nn.Dropout)] == [0.5, 0.5]
+    assert [m.p for m in bn.modules() if isinstance(m, Dropout)] == [0.5, 0.5]
     assert bn.layer_weights()["conv1"].shape[0] == 16
     assert list(plain.layer_weights()) == ["conv1", "conv2", "conv3", "fc1", "fc2"]
 

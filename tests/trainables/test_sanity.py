@@ -26,7 +26,7 @@ from trainables.sanity import (
     propose_range,
     run_checks,
 )
-from trainables.train import build_model
+from trainables.trial_state import build_model
 
 QUICK = SanitySettings(probe_lrs=(1e-6, 1e-4, 1e-2, 1.0), probe_steps=40, overfit_steps=150)
 

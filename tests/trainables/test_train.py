@@ -1,4 +1,5 @@
 import math
+import re
 
 import pytest
 import torch
@@ -6,7 +7,7 @@ import torch
 from trainables.checkpoint import load_checkpoint
 from trainables.datasets import load_data
 from trainables.errors import BabysitterError
-from trainables.train import COMPLETED, DIVERGED, evaluate_on_test, lr_at, train
+from trainables.train import COMPLETED, DIVERGED, SYNC_EVERY, evaluate_on_test, lr_at, train
 
 
 def strip_timing(history):
@@ -106,7 +107,8 @@ def test_lr_schedules(small):
 
 
 def test_l2_penalty_skips_biases(small, small_faces):
-    from trainables.train import build_model, l2_penalty
+    from trainables.train import l2_penalty
+    from trainables.trial_state import build_model
 
     model = build_model(small, small_faces)
     with torch.no_grad():
@@ -120,3 +122,66 @@ def test_test_report_covers_every_test_image(small, small_faces):
     report = evaluate_on_test(result.model, small_faces, small)
     assert sum(report.support) == len(small_faces.test) == sum(map(sum, report.confusion))
     assert report.accuracy > 0.8
+
+
+READS = ("item", "tolist", "cpu", "numpy", "__float__", "__int__", "__bool__", "__index__")
+
+
+def test_the_loop_reads_the_device_once_per_sync_every_steps(small, small_faces, monkeypatch):
+    """On a GPU each read of a device value stalls the host; the loop reads its batch losses in
+    one go every SYNC_EVERY steps, plus a few reads per epoch (validation, update ratios)."""
+    config = small.replace(epochs=2, batch_size=16)
+    steps_per_epoch = math.ceil(len(small_faces.train) / config.batch_size)
+    reads = []
+    for name in READS:
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *args, _original=original, _name=name, **kwargs):
+            reads.append(_name)
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    batches = []
+    train(config, small_faces, on_batch=lambda done, total: batches.append(reads.copy()))
+    monkeypatch.undo()
+    assert len(batches) == 2 * steps_per_epoch == 76
+    per_epoch = math.ceil(steps_per_epoch / SYNC_EVERY) + 2  # the losses, validation, ratios
+    assert len(reads) <= 2 * per_epoch, reads
+    within_epoch = [len(b) for b in batches[:steps_per_epoch]]
+    assert max(within_epoch) <= math.ceil(steps_per_epoch / SYNC_EVERY)
+
+
+def test_a_diverged_trial_stops_within_sync_every_steps(small, small_faces):
+    batches = []
+    result = train(small.replace(lr=1e5), small_faces, on_batch=lambda b, n: batches.append(b))
+    bad = int(re.search(r"batch (\d+):", result.reason).group(1))
+    assert result.status == DIVERGED and bad < SYNC_EVERY
+    assert len(batches) < bad + SYNC_EVERY
+
+
+def test_process_wide_random_state_does_not_touch_a_trial(small, small_faces):
+    config = small.replace(epochs=2, augment=True, dropout=0.2)
+    torch.manual_seed(1)
+    a = train(config, small_faces)
+    torch.manual_seed(2)
+    torch.rand(1000)
+    b = train(config, small_faces)
+    assert strip_timing(a.history) == strip_timing(b.history)
+
+
+def test_a_checkpoint_of_the_previous_version_resumes(small, small_faces, tmp_path):
+    """Older checkpoints also held torch's process-wide RNG state; they still load."""
+    config = small.replace(epochs=2)
+    path = tmp_path / "old.pt"
+    with pytest.raises(Crash):
+        train(config, small_faces, checkpoint_path=path, on_epoch=stop_after_one)
+    state = torch.load(path, weights_only=True)
+    state["rng"]["torch"] = torch.get_rng_state()
+    torch.save(state, path)
+    resumed = train(config, small_faces, checkpoint_path=path, resume=True)
+    assert [row["epoch"] for row in resumed.history] == [1, 2]
+
+
+def stop_after_one(report):
+    if report.epoch == 1:
+        raise Crash

@@ -1,0 +1,100 @@
+"""One trial's state between two epochs: the model, its optimizer, its own random generator and
+the loss average the divergence guard keeps. It saves and loads itself, so a trial resumes
+exactly, and holds no process-wide state, so several trials can share one process."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from trainables.checkpoint import load_checkpoint, save_checkpoint
+from trainables.config import TrialConfig
+from trainables.datasets import DataSplits
+from trainables.device import Runtime
+from trainables.model import SeedCNN
+
+
+def build_model(
+    config: TrialConfig, data: DataSplits, generator: torch.Generator | None = None
+) -> SeedCNN:
+    return SeedCNN(
+        data.channels,
+        data.num_classes,
+        data.image_size,
+        batch_norm=config.batch_norm,
+        he_init=config.he_init,
+        dropout=config.dropout,
+        width=config.width,
+        generator=generator,
+    )
+
+
+def make_optimizer(config: TrialConfig, model: nn.Module) -> torch.optim.Optimizer:
+    if config.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=config.lr)
+    return torch.optim.SGD(
+        model.parameters(), lr=config.lr, momentum=config.momentum, nesterov=config.nesterov
+    )
+
+
+@dataclass
+class TrialState:
+    config: TrialConfig
+    model: SeedCNN
+    optimizer: torch.optim.Optimizer
+    generator: torch.Generator
+    epoch: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+    initial_loss: float = math.nan
+    loss_ema: float = math.nan
+
+    @classmethod
+    def create(cls, config: TrialConfig, data: DataSplits, runtime: Runtime) -> TrialState:
+        """Fresh weights from ``config.seed``; shuffling, augmentation and dropout draw from a
+        generator on the training device, seeded from it too."""
+        init = torch.Generator().manual_seed(config.seed)
+        model = build_model(config, data, init)
+        model = model.to(runtime.device, memory_format=runtime.memory_format)
+        generator = torch.Generator(device=runtime.device).manual_seed(config.seed)
+        model.use_generator(generator)
+        return cls(config, model, make_optimizer(config, model), generator)
+
+    @classmethod
+    def load(
+        cls, path: Path, config: TrialConfig, data: DataSplits, runtime: Runtime
+    ) -> TrialState:
+        """The state saved in ``path``; refused in one line when it was written with other
+        settings. Checkpoints of earlier versions (with the process-wide RNG state too) load."""
+        saved = load_checkpoint(path, config.to_dict())
+        state = cls.create(config, data, runtime)
+        state.model.load_state_dict(saved["model"])
+        state.optimizer.load_state_dict(saved["optimizer"])
+        try:
+            state.generator.set_state(saved["rng"]["generator"])
+        except RuntimeError:  # a CPU generator's state resumed on a GPU: reseed per epoch
+            state.generator.manual_seed(config.seed + saved["epoch"])
+        state.epoch = saved["epoch"]
+        state.history = list(saved["history"])
+        state.initial_loss = saved["initial_loss"]
+        state.loss_ema = saved["loss_ema"]
+        return state
+
+    def save(self, path: Path) -> None:
+        save_checkpoint(path, self.to_dict())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "config": self.config.to_dict(),
+            "epoch": self.epoch,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "rng": {"generator": self.generator.get_state()},
+            "history": self.history,
+            "initial_loss": self.initial_loss,
+            "loss_ema": self.loss_ema,
+        }
