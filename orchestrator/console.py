@@ -1,15 +1,26 @@
-"""How runs look on the terminal: pure functions from metrics to text."""
+"""How runs look on the terminal: pure functions from metrics to text, and the study's console
+observer that prints them."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+from orchestrator.study.observer import StageTally, StudyObserver
 from trainables.metrics import ClassificationReport
+from trainables.status import TrialStatus
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from trainables.sanity import SanityReport
+    from orchestrator.search.space import Param
+    from orchestrator.search.stage import StageRun
+    from orchestrator.study.folder import FinalRecord, NarrowingRecord, SanityRecord, StudyFolder
+    from orchestrator.study.pipeline import Study
+    from trainables.config import TrialConfig
+    from trainables.sanity import SanityReport, SanitySettings
+    from trainables.train import EpochReport
 
 
 def epoch_line(epoch: int, epochs: int, metrics: dict[str, float], status: str) -> str:
@@ -52,7 +63,7 @@ def test_summary(report: ClassificationReport) -> str:
 
 def stage_table(stage: str, trials: pd.DataFrame, params: list[str], top_k: int) -> str:
     """The stage's status counts and its top-k trials, best first."""
-    from orchestrator.results import rank
+    from orchestrator.search.results import rank
 
     counts = trials["status"].value_counts()
     head = f"{stage:<6} {len(trials)} trials: " + ", ".join(f"{n} {s}" for s, n in counts.items())
@@ -77,13 +88,13 @@ def stage_table(stage: str, trials: pd.DataFrame, params: list[str], top_k: int)
     return "\n".join(lines)
 
 
-def narrowing_lines(record: dict) -> str:
-    lines = [f"narrow   from the top {record['top_k']} coarse trials by {record['metric']}:"]
-    for d in record["decisions"]:
-        (kind, old), (_, new) = next(iter(d["old"].items())), next(iter(d["new"].items()))
+def narrowing_lines(record: NarrowingRecord) -> str:
+    lines = [f"narrow   from the top {record.top_k} coarse trials by {record.metric}:"]
+    for d in record.decisions:
+        (kind, old), (_, new) = next(iter(d.old.items())), next(iter(d.new.items()))
         lines.append(
-            f"  {d['name']:<10} {kind} [{old[0]:.3g}, {old[1]:.3g}] -> [{new[0]:.3g}, "
-            f"{new[1]:.3g}]  {d['reason']}"
+            f"  {d.name:<10} {kind} [{old[0]:.3g}, {old[1]:.3g}] -> [{new[0]:.3g}, "
+            f"{new[1]:.3g}]  {d.reason}"
         )
     return "\n".join(lines)
 
@@ -115,5 +126,109 @@ def sanity_table(report: SanityReport) -> str:
     return "\n".join(lines)
 
 
+def progress_line(stage: str, tally: StageTally) -> str:
+    counts = tally.counts
+    best = f"best val_acc {tally.best:.4f}" if tally.best is not None else "best -"
+    left = ""
+    if 0 < tally.done < tally.total:
+        left = (
+            f", ~{format_seconds(tally.elapsed_s / tally.done * (tally.total - tally.done))} left"
+        )
+    return (
+        f"{stage:<6} {tally.done:>3}/{tally.total} done | running {counts.get('running', 0)} "
+        f"completed {counts.get(TrialStatus.COMPLETED, 0)} "
+        f"stopped {counts.get(TrialStatus.STOPPED, 0)} "
+        f"diverged {counts.get(TrialStatus.DIVERGED, 0)} "
+        f"errored {counts.get(TrialStatus.ERRORED, 0)} | {best} | "
+        f"{format_seconds(tally.elapsed_s)}{left}"
+    )
+
+
+def format_seconds(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes}m{secs:02d}s"
+
+
 def _cell(value: object) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+class ConsoleObserver(StudyObserver):
+    """A study as lines on the terminal (or a job's log)."""
+
+    def __init__(self, echo: Callable[[str], None] = print) -> None:
+        self.echo = echo
+        self.ran: set[str] = set()
+
+    def study_started(self, study: Study) -> None:
+        spec = study.spec
+        self.echo(
+            f"study    {spec.name} (budget {spec.budget}) in {study.folder.path}: coarse "
+            f"{spec.coarse.trials}x{spec.coarse.epochs} ep, fine {spec.fine.trials}x"
+            f"{spec.fine.epochs} ep, final {spec.final_epochs} ep"
+        )
+
+    def sanity_started(self, settings: SanitySettings) -> None:
+        self.echo(
+            "sanity   checking the data, the initial loss, regularization, overfitting "
+            f"{settings.overfit_examples} examples and {len(settings.probe_lrs)} learning rates"
+        )
+
+    def sanity_finished(self, record: SanityRecord, folder: StudyFolder, *, reused: bool) -> None:
+        if reused:
+            self.echo(f"sanity   already passed: {folder.sanity_file}")
+        self.echo(sanity_table(record.report))
+        self.echo(
+            f"sanity   {'passed' if record.passed else 'FAILED'} in {record.report.seconds:.1f} "
+            f"s; saved {folder.sanity_file} and {folder.probe_plot.name}"
+        )
+
+    def sanity_skipped(self) -> None:
+        self.echo("sanity   skipped (--skip-sanity)")
+
+    def lr_resolved(self, lr: Param) -> None:
+        self.echo(f"sanity   lr: auto -> coarse lr {lr.describe()}")
+
+    def stage_started(self, run: StageRun) -> None:
+        self.ran.add(run.name)
+        stage = run.stage
+        self.echo(
+            f"{run.name:<6} {stage.trials} trials x {stage.epochs} epochs, {stage.search} search, "
+            f"{stage.scheduler.type} scheduler: "
+            + ", ".join(f"{p.name} {p.describe()}" for p in run.space.values())
+        )
+
+    def stage_resumed(self, stage: str, path: Path) -> None:
+        self.echo(f"{stage:<6} resuming the interrupted stage from {path}")
+
+    def stage_progress(self, stage: str, tally: StageTally) -> None:
+        self.echo(progress_line(stage, tally))
+
+    def stage_results(
+        self, stage: str, trials: pd.DataFrame, searched: list[str], top_k: int, path: Path
+    ) -> None:
+        if stage not in self.ran:
+            self.echo(f"{stage:<6} already finished: {path}")
+        self.echo(stage_table(stage, trials, searched, top_k))
+
+    def narrowing_decided(self, record: NarrowingRecord) -> None:
+        self.echo(narrowing_lines(record))
+
+    def final_started(self, config: TrialConfig, *, reused: Path | None) -> None:
+        if reused is not None:
+            self.echo(f"final  already trained: {reused}")
+        else:
+            self.echo(f"final  training the best fine config for {config.epochs} epochs")
+
+    def final_epoch(self, config: TrialConfig, report: EpochReport) -> None:
+        self.echo(
+            "final  " + epoch_line(report.epoch, config.epochs, report.metrics, report.status)
+        )
+
+    def final_result(self, record: FinalRecord, searched: list[str]) -> None:
+        chosen: dict[str, Any] = record.config
+        self.echo("chosen   " + ", ".join(f"{k}={_cell(chosen[k])}" for k in searched))
+        if record.test is None:
+            self.echo(f"final  diverged: {record.reason}")
+        else:
+            self.echo(test_summary(record.test))

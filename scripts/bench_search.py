@@ -18,10 +18,12 @@ import time
 from pathlib import Path
 
 from orchestrator.cli import default_cache_dir
-from orchestrator.ray_runtime import ray_runtime
-from orchestrator.results import rank
-from orchestrator.stage import StageRun, run_stage
-from orchestrator.study_spec import Scheduler, Stage, load_spec
+from orchestrator.cluster.ray_runtime import ray_runtime
+from orchestrator.search.ray_stage import RayStageRunner
+from orchestrator.search.results import rank
+from orchestrator.search.stage import StageRun
+from orchestrator.study.observer import StudyObserver
+from orchestrator.study.spec import Scheduler, Stage, load_spec
 from trainables.datasets import load_data
 
 FACES = Path(__file__).resolve().parents[2] / "shared" / "data" / "cbcl-faces.tar.gz"
@@ -55,7 +57,8 @@ def main() -> None:
                 name, stage, spec.space(), spec.base_config(), spec.resources, 0, Path(storage)
             )
             start = time.perf_counter()
-            trials, epochs = run_stage(run, data, echo=lambda line: None)
+            tables = RayStageRunner().run(run, data, StudyObserver())
+            trials, epochs = tables.trials, tables.epochs
             wall = time.perf_counter() - start
             training = float(epochs["epoch_seconds"].sum())
             best = rank(trials).iloc[0]["val_acc"]

@@ -15,21 +15,25 @@ import time
 from pathlib import Path
 
 from orchestrator.cli import default_cache_dir
-from orchestrator.ray_runtime import ray_runtime
-from orchestrator.study import load_study_data, run_study
-from orchestrator.study_folder import StudyFolder
-from orchestrator.study_record import tracking_target
-from orchestrator.study_spec import load_spec
-from orchestrator.tracking import connect
+from orchestrator.cluster.ray_runtime import ray_runtime
+from orchestrator.names import BudgetName, Step
+from orchestrator.search.ray_stage import RayStageRunner
+from orchestrator.session import load_study_data
+from orchestrator.study.folder import StudyFolder
+from orchestrator.study.pipeline import Study
+from orchestrator.study.spec import load_spec
+from orchestrator.tracking.observer import MlflowObserver
+from orchestrator.tracking.record import tracking_target
+from orchestrator.tracking.store import connect
 
 FACES = Path(__file__).resolve().parents[2] / "shared" / "data" / "cbcl-faces.tar.gz"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--budget", choices=["smoke", "demo", "full"], default="demo")
+    parser.add_argument("--budget", choices=[str(b) for b in BudgetName], default="demo")
     parser.add_argument("--data", type=Path, default=FACES)
-    parser.add_argument("--target", choices=["coarse", "final"], default="final")
+    parser.add_argument("--target", choices=[Step.COARSE, Step.FINAL], type=Step, default="final")
     args = parser.parse_args()
 
     spec = load_spec("faces").with_changes(trial={"data": str(args.data)})
@@ -40,21 +44,14 @@ def main() -> None:
             folder = StudyFolder(Path(root) / mode)
             start = time.perf_counter()
             folder.create(spec, args.target)
-            tracker = None
+            observers = []
             if mode == "on":
                 target = tracking_target(folder, spec, None, folder.study_id())
-                tracker = connect(target, print)
-            summary = run_study(
-                folder,
-                spec,
-                data,
-                target=args.target,
-                echo=lambda line: None,
-                tracker=tracker,
-                skip_sanity=True,
-            )
+                observers.append(MlflowObserver(connect(target, print), folder, spec, print))
+            study = Study(folder, spec, data, RayStageRunner(), observers, skip_sanity=True)
+            summary = study.run(args.target)
             walls[mode] = time.perf_counter() - start
-            outcome = summary.get("final", {}).get("test_accuracy", float("nan"))
+            outcome = (summary.final or {}).get("test_accuracy", float("nan"))
             print(f"tracking {mode:<3}  wall {walls[mode]:.1f} s, test accuracy {outcome:.4f}")
     print(f"ratio tracking on / off wall time   {walls['on'] / walls['off']:.3f}")
 

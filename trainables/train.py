@@ -21,9 +21,10 @@ from trainables.datasets import DataSplits, Split
 from trainables.device import Runtime, select_runtime
 from trainables.metrics import ClassificationReport, classification_report
 from trainables.model import SeedCNN
+from trainables.status import TrialStatus
 from trainables.trial_state import TrialState
 
-COMPLETED, DIVERGED = "completed", "diverged"
+COMPLETED, DIVERGED, RUNNING = TrialStatus.COMPLETED, TrialStatus.DIVERGED, TrialStatus.RUNNING
 EVAL_BATCH = 1024
 LOSS_EMA = 0.9
 # The loop reads its losses from the device once per SYNC_EVERY steps (nanoGPT and airbench
@@ -219,7 +220,7 @@ def train(
         state.history.append(metrics)
         if checkpoint_path is not None:
             state.save(checkpoint_path)
-        status = COMPLETED if state.epoch == config.epochs else "running"
+        status = COMPLETED if state.epoch == config.epochs else RUNNING
         if on_epoch:
             on_epoch(EpochReport(state.epoch, metrics, status, checkpoint_path))
     result.initial_loss = state.initial_loss

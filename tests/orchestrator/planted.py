@@ -19,7 +19,7 @@ def flaky_trainable(markers: Path) -> Callable[..., None]:
     def flaky(params: dict[str, Any], *, base, data) -> None:
         from ray import tune
 
-        from orchestrator.ray_trainable import run_trial
+        from orchestrator.search.ray_trainable import run_trial
 
         lr = params["lr"]
         key = markers / f"{base.epochs}-{lr:g}"

@@ -1,0 +1,248 @@
+"""The study commands: sanity, run, search, resume, sync, results, ui."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from orchestrator.cli.app import cli
+from orchestrator.cli.options import (
+    ADDRESS_OPTION,
+    CACHE_OPTION,
+    SKIP_SANITY_OPTION,
+    TRACKING_OPTION,
+    WAIT_OPTION,
+    study_options,
+)
+from orchestrator.names import SEARCH_STAGES, BudgetName, Step
+from trainables.errors import BabysitterError
+
+
+@cli.command()
+@study_options
+def sanity(**options) -> None:
+    """Run the babysitting checks on STUDY's data and model, before any search: data
+    zero-centered, initial loss ~ ln(C), regularization raises the loss, 20 examples overfit,
+    an lr probe that proposes the coarse lr range, update / weight ratios.
+
+    Writes STUDY_DIR/sanity.json and the probe plot; exits 1 when a hard check fails. A study
+    run later on the same folder reuses a passing result (and `lr: auto` its lr range).
+    """
+    _start_study(target=Step.SANITY, skip_sanity=False, **options)
+
+
+@cli.command()
+@study_options
+@SKIP_SANITY_OPTION
+def run(**options) -> None:
+    """Run the whole study: sanity checks, coarse search, narrowing, fine search, final
+    training, test.
+
+    STUDY is a preset (faces, cifar10) or a YAML study spec. Re-running it on the same study
+    folder continues where it stopped.
+    """
+    _start_study(target=Step.FINAL, **options)
+
+
+@cli.command()
+@study_options
+@SKIP_SANITY_OPTION
+@click.option("--stage", type=click.Choice([str(s) for s in SEARCH_STAGES]), required=True)
+def search(stage: str, **options) -> None:
+    """Run one search stage of STUDY (fine needs the coarse stage's results)."""
+    _start_study(target=Step(stage), **options)
+
+
+@cli.command()
+@click.argument("study_dir", type=click.Path(path_type=Path), metavar="STUDY_DIR")
+@ADDRESS_OPTION
+@TRACKING_OPTION
+@WAIT_OPTION
+@CACHE_OPTION
+def resume(
+    study_dir: Path,
+    address: str | None,
+    tracking_uri: str | None,
+    tracking_wait: float,
+    cache_dir: Path,
+) -> None:
+    """Continue an interrupted study: finished trials are kept, the interrupted stage goes on."""
+    from orchestrator import session
+    from orchestrator.study.folder import StudyFolder
+
+    options = session.SessionOptions(cache_dir, address, tracking_uri, tracking_wait, click.echo)
+    session.resume(StudyFolder(study_dir), options)
+
+
+def _start_study(
+    target: Step,
+    study: str,
+    data: str | None,
+    budget: str,
+    study_dir: Path | None,
+    cpus_per_trial: float | None,
+    gpus_per_trial: float | None,
+    max_concurrent: int | None,
+    address: str | None,
+    tracking_uri: str | None,
+    tracking_wait: float,
+    cache_dir: Path,
+    skip_sanity: bool,
+) -> None:
+    from orchestrator import session
+    from orchestrator.study.folder import StudyFolder
+    from orchestrator.study.spec import load_spec
+
+    spec = load_spec(study)
+    resources = {
+        "cpus_per_trial": cpus_per_trial,
+        "gpus_per_trial": gpus_per_trial,
+        "max_concurrent": max_concurrent,
+    }
+    spec = spec.with_resources(**resources)
+    if data is not None:
+        spec = spec.with_changes(trial={"data": data})
+    folder = StudyFolder(study_dir or Path("studies") / f"{spec.name}-{budget}")
+    options = session.SessionOptions(cache_dir, address, tracking_uri, tracking_wait, click.echo)
+    session.run_new(spec, folder, target, BudgetName(budget), options, skip_sanity=skip_sanity)
+
+
+@cli.command()
+@click.argument("study_dir", type=click.Path(path_type=Path), metavar="STUDY_DIR")
+@TRACKING_OPTION
+def sync(study_dir: Path, tracking_uri: str | None) -> None:
+    """Send the study's records that have not reached MLflow yet (its tracking server was away
+    when a stage ended). Safe to repeat: nothing is sent twice."""
+    from orchestrator import session
+    from orchestrator.cli.options import default_cache_dir
+    from orchestrator.study.folder import StudyFolder
+
+    options = session.SessionOptions(default_cache_dir(), tracking_uri=tracking_uri)
+    sent, left = session.sync(StudyFolder(study_dir), options)
+    if not sent and not left:
+        click.echo("mlflow   up to date: nothing waits")
+        return
+    click.echo(f"mlflow   recorded: {', '.join(sent) or 'nothing'}")
+    if left:
+        raise BabysitterError(
+            f"MLflow did not take the records of {', '.join(left)}; check the server and run "
+            f"`babysit sync {study_dir}` again"
+        )
+
+
+@cli.command()
+@click.argument("study_dir", type=click.Path(path_type=Path), metavar="[STUDY_DIR]", required=False)
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Interface to serve on; another one (0.0.0.0) shows every run to the network.",
+)
+@click.option("--port", default=5000, show_default=True, type=int)
+def ui(study_dir: Path | None, host: str, port: int) -> None:
+    """Serve the MLflow UI on a study's own store [default: the newest study in ./studies]."""
+    import signal
+    import socket
+    import subprocess
+
+    from orchestrator.study.folder import StudyFolder
+    from orchestrator.tracking.store import embedded_uri
+
+    folder = StudyFolder(study_dir or _newest_study(Path("studies")))
+    folder.read_spec()
+    recorded = folder.read_state().tracking_uri
+    if recorded:
+        click.echo(f"study {folder.path} records to {recorded}: open that server's UI")
+        return
+    if not (folder.path / "mlflow" / "mlflow.db").exists():
+        raise BabysitterError(
+            f"study {str(folder.path)!r} has no MLflow store yet; run or resume it first"
+        )
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise BabysitterError(
+                f"--host {host} --port {port}: cannot serve there ({exc.strerror}); pass "
+                "another --port"
+            ) from None
+    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri"]
+    command += [embedded_uri(folder.path), "--host", host, "--port", str(port), "--workers", "1"]
+    click.echo(f"MLflow UI for {folder.path} at http://{host}:{port} (Ctrl-C stops it)")
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a plain `kill` stops the UI too
+    try:
+        code = server.wait()
+    finally:
+        if server.poll() is None:
+            server.terminate()
+            try:
+                server.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                server.kill()
+    if code != 0:
+        lines = (server.stderr.read().decode(errors="replace") if server.stderr else "").split("\n")
+        last = [line for line in lines if line.strip()][-1:] or [f"exit code {code}"]
+        raise BabysitterError(f"the MLflow UI server stopped: {last[0][:200]}")
+
+
+def _newest_study(root: Path) -> Path:
+    studies = sorted(root.glob("*/spec.yaml"), key=lambda p: p.stat().st_mtime)
+    if not studies:
+        raise BabysitterError(
+            f"no study in {str(root)!r}; pass STUDY_DIR or start one with `babysit run STUDY`"
+        )
+    return studies[-1].parent
+
+
+@cli.command()
+@click.argument("study_dir", type=click.Path(path_type=Path), metavar="STUDY_DIR")
+@click.option(
+    "--stage", type=click.Choice([str(s) for s in SEARCH_STAGES]), help="One stage [default: all]."
+)
+@click.option("--epochs", "per_epoch", is_flag=True, help="One row per trial and epoch.")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    help="Write a .csv or .parquet file instead of printing.",
+)
+def results(study_dir: Path, stage: str | None, per_epoch: bool, out: Path | None) -> None:
+    """Print the trials of a study (status, searched settings, metrics) or export every column
+    (full config, per-epoch metrics with --epochs) to CSV or Parquet."""
+    import pandas as pd
+
+    from orchestrator.study.folder import StudyFolder
+
+    folder = StudyFolder(study_dir)
+    spec = folder.read_spec()
+    frames = []
+    for name in [stage] if stage else SEARCH_STAGES:
+        tables = folder.read_stage(name)
+        if tables is not None:
+            frames.append(tables.epochs if per_epoch else tables.trials)
+    if not frames:
+        raise BabysitterError(
+            f"{str(study_dir)!r} has no finished {stage or 'search'} stage yet; "
+            f"run or resume the study first"
+        )
+    frame = pd.concat(frames, ignore_index=True)
+    if out is None:
+        if per_epoch:
+            shown = ["stage", "trial_id", "epoch", "train_loss", "train_acc", "val_loss", "val_acc"]
+            shown += ["lr", "update_ratio/conv1"]
+        else:
+            shown = ["stage", "trial_id", "status", "epochs_run", "retries", *spec.search_space]
+            shown += ["train_loss", "val_loss", "val_acc", "seconds"]
+        with pd.option_context("display.width", 200, "display.float_format", "{:.4g}".format):
+            click.echo(frame[[c for c in shown if c in frame]].to_string(index=False))
+        click.echo(f"({len(frame)} rows; --out FILE.csv or .parquet exports every column)")
+        return
+    if out.suffix not in (".csv", ".parquet"):
+        raise BabysitterError(f"--out {str(out)!r}: the name must end in .csv or .parquet")
+    if out.suffix == ".csv":
+        frame.to_csv(out, index=False)
+    else:
+        frame.to_parquet(out, index=False)
+    click.echo(f"wrote {len(frame)} rows to {out}")

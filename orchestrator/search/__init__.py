@@ -1,0 +1,1 @@
+"""Search stages: the space, the stage runners (Ray Tune, or in process), results, narrowing."""

@@ -1,0 +1,179 @@
+"""The stage runner on Ray Tune: the trainable, the searcher, the ASHA scheduler and the storage,
+started fresh or restored from the stage's own folder after an interruption."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.search.basic_variant import BasicVariantGenerator
+
+from orchestrator.names import METRIC, MODE
+from orchestrator.search.ray_trainable import run_trial
+from orchestrator.search.results import (
+    DIVERGED,
+    ERRORED,
+    StageTables,
+    TrialRecord,
+    history_frame,
+    stage_tables,
+    trial_status,
+)
+from orchestrator.search.stage import StageRun, Tally
+from orchestrator.study.observer import StudyObserver, TrialInfo
+from trainables.datasets import DataSplits
+
+# The observers of the stages running in this process, by stage folder: Tune pickles its
+# callbacks with the experiment, so the callback holds only the key, and a restored stage
+# reports to whoever watches the process that resumed it.
+_LISTENERS: dict[str, StudyObserver] = {}
+
+
+class RayStageRunner:
+    """``ray.init`` is the caller's: a local runtime or a cluster."""
+
+    def __init__(self, trainable: Callable[..., None] = run_trial) -> None:
+        self.trainable = trainable
+
+    def run(self, run: StageRun, data: DataSplits, events: StudyObserver) -> StageTables:
+        # Save Tune's experiment state every step, so a killed driver loses no finished trial.
+        os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
+        base = run.trial_base()
+        wrapped = tune.with_resources(
+            tune.with_parameters(self.trainable, base=base, data=data),
+            {"cpu": run.resources.cpus_per_trial, "gpu": run.resources.gpus_per_trial},
+        )
+        key = str(run.path)
+        _LISTENERS[key] = events
+        try:
+            if tune.Tuner.can_restore(run.path):
+                events.stage_resumed(run.name, run.path)
+                tuner = tune.Tuner.restore(str(run.path), trainable=wrapped, resume_errored=False)
+            else:
+                callback = TuneEvents(key, run.name, run.stage.epochs, run.trial_count)
+                tuner = _new_tuner(run, wrapped, callback)
+            tuner.fit()
+        finally:
+            _LISTENERS.pop(key, None)
+            events.stage_ended(run.name)
+        trials = tune.ExperimentAnalysis(str(run.path)).trials
+        return stage_tables(
+            run.name, [_record(t, run.stage.epochs) for t in trials], base.to_dict()
+        )
+
+
+def _new_tuner(run: StageRun, trainable: Any, callback: tune.Callback) -> tune.Tuner:
+    return tune.Tuner(
+        trainable,
+        param_space={name: p.to_tune() for name, p in run.space.items()},
+        tune_config=tune.TuneConfig(
+            metric=METRIC,
+            mode=MODE,
+            num_samples=run.stage.trials,
+            search_alg=_searcher(run),
+            scheduler=_scheduler(run),
+            max_concurrent_trials=run.resources.max_concurrent,
+            reuse_actors=True,
+        ),
+        run_config=tune.RunConfig(
+            name=run.name,
+            storage_path=str(run.storage.resolve()),
+            failure_config=tune.FailureConfig(max_failures=run.retries),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            callbacks=[callback],
+            verbose=0,
+        ),
+    )
+
+
+class TuneEvents(tune.Callback):
+    """Tune's trial events as the study's observer hooks."""
+
+    def __init__(self, key: str, stage: str, epochs: int, total: int) -> None:
+        self.key, self.stage, self.epochs, self.total = key, stage, epochs, total
+        self.setup()
+
+    def setup(self, **info: Any) -> None:
+        self.start = time.monotonic()
+        self.tally = Tally(self.total)
+
+    @property
+    def events(self) -> StudyObserver:
+        return _LISTENERS.get(self.key) or StudyObserver()
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.events.trial_started(self.stage, _info(trial))
+
+    def on_trial_result(
+        self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
+    ) -> None:
+        self.events.trial_epoch(self.stage, _info(trial), result)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        last = trial.last_result or {}
+        status = trial_status("TERMINATED", last, self.epochs)
+        self.events.trial_finished(self.stage, _info(trial), status, int(last.get("epoch", 0)))
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        epochs = int((trial.last_result or {}).get("epoch", 0))
+        self.events.trial_finished(self.stage, _info(trial), ERRORED, epochs)
+
+    def on_step_end(self, iteration: int, trials: list[Any], **info: Any) -> None:
+        statuses = [trial_status(t.status, t.last_result or {}, self.epochs) for t in trials]
+        scores = [
+            t.last_result[METRIC]
+            for t in trials
+            if METRIC in (t.last_result or {}) and t.last_result.get("trial_status") != DIVERGED
+        ]
+        tally = self.tally.update(statuses, scores, time.monotonic() - self.start)
+        if tally is not None:
+            self.events.stage_progress(self.stage, tally)
+
+
+def _info(trial: Any) -> TrialInfo:
+    return TrialInfo(trial.trial_id, dict(trial.config))
+
+
+def _record(trial: Any, epochs: int) -> TrialRecord:
+    path = Path(trial.path) / "result.json"
+    lines = path.read_text().splitlines() if path.exists() else []
+    history = history_frame(json.loads(line) for line in lines if line.strip())
+    last = history.iloc[-1].to_dict() if len(history) else {}
+    status = trial_status(trial.status, last, epochs)
+    error = _first_line(trial) if status == ERRORED else ""
+    retries = int(trial.run_metadata.num_failures)
+    return TrialRecord(trial.trial_id, status, dict(trial.config), history, retries, error)
+
+
+def _first_line(trial: Any) -> str:
+    error = trial.get_error()
+    text = str(error) if error is not None else "failed"
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    informative = [line for line in lines if not line.startswith(("Traceback", "File "))]
+    return (informative[-1] if informative else text)[:200]
+
+
+def _searcher(run: StageRun) -> Any:
+    if run.stage.search == "optuna":
+        from ray.tune.search.optuna import OptunaSearch
+
+        return OptunaSearch(seed=run.seed)
+    return BasicVariantGenerator(random_state=run.seed)
+
+
+def _scheduler(run: StageRun) -> Any:
+    scheduler = run.stage.scheduler
+    if scheduler.type == "fifo":
+        return FIFOScheduler()
+    return ASHAScheduler(
+        time_attr="epoch",
+        max_t=run.stage.epochs,
+        grace_period=scheduler.grace_period,
+        reduction_factor=scheduler.reduction_factor,
+    )

@@ -1,0 +1,114 @@
+"""A stage's results as two pandas tables (one row per trial, one per trial-epoch); statuses
+and the ranking are derived here so every view (progress, tables, narrowing) agrees."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from orchestrator.names import METRIC
+from trainables.status import USABLE, TrialStatus
+
+COMPLETED, STOPPED = TrialStatus.COMPLETED, TrialStatus.STOPPED
+DIVERGED, ERRORED = TrialStatus.DIVERGED, TrialStatus.ERRORED
+METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "images_per_s")
+EPOCH_COLUMNS = ("epoch", *METRICS, "epoch_seconds", "trial_status", "time_total_s", "node_ip")
+
+
+@dataclass(frozen=True)
+class StageTables:
+    """A stage's results: a row per trial and a row per trial and epoch."""
+
+    trials: pd.DataFrame
+    epochs: pd.DataFrame
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """One trial as any stage runner ends it: status, sampled settings, reported epochs."""
+
+    trial_id: str
+    status: str
+    config: Mapping[str, Any]
+    history: pd.DataFrame
+    retries: int = 0
+    error: str = ""
+
+
+def trial_status(runner_status: str, last: Mapping[str, Any], epochs: int) -> str:
+    """``completed``, ``stopped_by_asha``, ``diverged``, ``errored``, or the runner's own
+    status (``running``, ``pending``, ``paused``) for a trial not finished yet."""
+    if runner_status == "ERROR":
+        return ERRORED
+    if last.get("trial_status") == DIVERGED:
+        return DIVERGED
+    if last.get("epoch", 0) >= epochs:
+        return COMPLETED
+    if runner_status == "TERMINATED":
+        return STOPPED
+    return runner_status.lower()
+
+
+def rank_key(status: str, score: float) -> tuple[bool, float]:
+    """Higher is better: a completed trial beats one ASHA stopped early (which was scored at
+    an earlier epoch), then the score decides."""
+    return status == COMPLETED, score
+
+
+def rank(trials: pd.DataFrame) -> pd.DataFrame:
+    """Best first by ``rank_key``; diverged and errored trials never rank."""
+    usable = trials[trials["status"].isin(USABLE)]
+    keys = [rank_key(s, v) for s, v in zip(usable["status"], usable[METRIC], strict=True)]
+    order = sorted(range(len(usable)), key=lambda i: keys[i], reverse=True)
+    return usable.iloc[order]
+
+
+def history_frame(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+    """Reported epochs as a table: the columns the tables keep, one row per epoch (the last
+    report of an epoch wins), a diverged epoch's validation left empty."""
+    frame = pd.DataFrame(list(rows))
+    if "epoch" not in frame:
+        return pd.DataFrame()
+    keep = [*EPOCH_COLUMNS, "node_id"]
+    keep += sorted(c for c in frame.columns if c.startswith("update_ratio/"))
+    frame = frame[[c for c in keep if c in frame.columns]].dropna(subset=["epoch"])
+    frame["epoch"] = frame["epoch"].astype(int)
+    if "trial_status" in frame:  # a diverged epoch was never validated (the scheduler got 0.0)
+        frame.loc[frame["trial_status"] == DIVERGED, METRIC] = math.nan
+    return frame.drop_duplicates("epoch", keep="last").sort_values("epoch").reset_index(drop=True)
+
+
+def stage_tables(stage: str, trials: Iterable[TrialRecord], base: Mapping[str, Any]) -> StageTables:
+    """The per-trial table (full config, status, final metrics) and the per-epoch table."""
+    rows, epoch_frames = [], []
+    for trial in trials:
+        history = trial.history
+        last = history.iloc[-1].to_dict() if len(history) else {}
+        row = {
+            "stage": stage,
+            "trial_id": trial.trial_id,
+            "status": str(trial.status),
+            "epochs_run": int(last.get("epoch", 0)),
+            "retries": trial.retries,
+            "error": trial.error if trial.status == ERRORED else "",
+            **{**base, **trial.config},
+            **{m: float(last.get(m, math.nan)) for m in METRICS},
+            "best_val_acc": float(history[METRIC].max()) if len(history) else math.nan,
+            "seconds": float(last.get("time_total_s", math.nan)),
+            "node_ip": str(last.get("node_ip", "")),
+            "node_id": str(last.get("node_id", "")),
+        }
+        rows.append(row)
+        if len(history):
+            epoch_frames.append(history.assign(stage=stage, trial_id=trial.trial_id))
+    trials_df = pd.DataFrame(rows).sort_values("trial_id", kind="stable").reset_index(drop=True)
+    epochs_df = pd.concat(epoch_frames, ignore_index=True) if epoch_frames else pd.DataFrame()
+    if len(epochs_df):
+        front = ["stage", "trial_id", "epoch"]
+        epochs_df = epochs_df[front + [c for c in epochs_df.columns if c not in front]]
+        epochs_df = epochs_df.sort_values(["trial_id", "epoch"]).reset_index(drop=True)
+    return StageTables(trials_df, epochs_df)

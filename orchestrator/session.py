@@ -1,0 +1,153 @@
+"""The start-up every study command shares, written once: the tracking store checked before any
+data is decoded, the data, Ray (a local runtime or a cluster) when a search stage is to run,
+the study folder, the observers (console, MLflow), then the study itself."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from orchestrator.console import ConsoleObserver
+from orchestrator.names import TRACKING_WAIT_S, BudgetName, Step
+from orchestrator.search.stage import StageRunner
+from orchestrator.study.folder import StudyFolder, Summary
+from orchestrator.study.pipeline import Study
+from orchestrator.study.spec import StudySpec
+from trainables.datasets import DataSplits, load_data
+from trainables.errors import BabysitterError
+
+Echo = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class SessionOptions:
+    """Where and how a study runs; none of it changes its results."""
+
+    cache_dir: Path
+    address: str | None = None
+    tracking_uri: str | None = None
+    tracking_wait: float = TRACKING_WAIT_S
+    echo: Echo = print
+    runner: StageRunner | None = field(default=None, compare=False)  # default: Ray Tune
+
+
+def run_new(
+    spec: StudySpec,
+    folder: StudyFolder,
+    target: Step,
+    budget: BudgetName,
+    options: SessionOptions,
+    *,
+    skip_sanity: bool = False,
+) -> Summary:
+    """Start a study in ``folder``, or continue the one there (same spec), up to ``target``."""
+    if skip_sanity and spec.lr_auto and folder.read_sanity() is None:
+        raise BabysitterError(
+            "--skip-sanity: the spec says search_space.lr: auto, whose range comes from the "
+            "sanity checks' lr probe; drop --skip-sanity, or give lr a range"
+        )
+    if target == Step.FINE and not folder.stage_done(Step.COARSE):
+        raise BabysitterError(
+            f"the fine stage narrows the coarse stage's results, and {str(folder.path)!r} has "
+            f"none; run `babysit search {spec.name} --stage coarse` first"
+        )
+
+    def prepare(scaled: StudySpec) -> None:
+        folder.create(scaled, target)
+        if target != Step.SANITY:
+            folder.update_state(skip_sanity=skip_sanity)
+
+    return _run(folder, spec, budget, target, options, skip_sanity, prepare)
+
+
+def resume(folder: StudyFolder, options: SessionOptions) -> Summary:
+    """Continue an interrupted study up to the target it was started with."""
+    spec = folder.read_spec()
+    state = folder.read_state()
+    return _run(folder, spec, None, state.target, options, state.skip_sanity, lambda _: None)
+
+
+def sync(folder: StudyFolder, options: SessionOptions) -> tuple[list[str], list[str]]:
+    """Send the records MLflow misses; returns (sent, still waiting)."""
+    from orchestrator.tracking.record import pending, record_pending
+
+    spec = folder.read_spec()
+    uri = _check_tracking(folder, spec, options)
+    waiting = pending(folder)
+    if not waiting:
+        return [], []
+    left = record_pending(_tracker(folder, spec, uri, options), folder, spec)
+    return [step for step in waiting if step not in left], left
+
+
+def load_study_data(
+    spec: StudySpec, budget: BudgetName | None, cache_dir: Path, echo: Echo
+) -> tuple[StudySpec, DataSplits]:
+    """Decode the data once (the trials get it through Ray's object store) and, for a new
+    study, scale the spec to ``budget`` now that the training split's size is known."""
+    if budget is None:
+        data = load_data(spec.base_config(), cache_dir)
+    else:
+        data = load_data(spec.base_config().replace(train_subset=None), cache_dir)
+        spec = spec.with_budget(budget, train_images=len(data.train))
+        if spec.trial.get("train_subset") is not None:
+            data = load_data(spec.base_config(), cache_dir)
+    echo(f"data     {data.summary()}")
+    return spec, data
+
+
+def _run(
+    folder: StudyFolder,
+    spec: StudySpec,
+    budget: BudgetName | None,
+    target: Step,
+    options: SessionOptions,
+    skip_sanity: bool,
+    prepare: Callable[[StudySpec], None],
+) -> Summary:
+    from orchestrator.cluster.ray_runtime import check_resources, check_shared_storage, ray_runtime
+    from orchestrator.tracking.observer import MlflowObserver
+
+    uri = _check_tracking(folder, spec, options)
+    spec, data = load_study_data(spec, budget, options.cache_dir, options.echo)
+    runner = options.runner
+    with ray_runtime(options.address, needed=runner is None and folder.needs_search(target)):
+        if runner is None:
+            from orchestrator.search.ray_stage import RayStageRunner
+
+            runner = RayStageRunner()
+            check_resources(spec.resources)
+            nodes = check_shared_storage(folder.path)
+            if nodes:
+                options.echo(f"cluster  all {nodes} Ray nodes see the study folder {folder.path}")
+        prepare(spec)
+        tracker = _tracker(folder, spec, uri, options)
+        observers = [
+            MlflowObserver(tracker, folder, spec, options.echo),
+            ConsoleObserver(options.echo),
+        ]
+        study = Study(folder, spec, data, runner, observers, skip_sanity=skip_sanity)
+        return study.run(target)
+
+
+def _check_tracking(folder: StudyFolder, spec: StudySpec, options: SessionOptions) -> str | None:
+    """The study's tracking URI, a server checked now: a wrong one stops the study before any
+    data is decoded or trial started."""
+    from orchestrator.tracking.record import tracking_choice, tracking_target
+    from orchestrator.tracking.store import connect
+
+    uri = tracking_choice(folder, options.tracking_uri)
+    if uri is not None:  # the study folder's own store is made with the folder, not before
+        connect(tracking_target(folder, spec, uri), options.echo)
+    return uri
+
+
+def _tracker(folder: StudyFolder, spec: StudySpec, uri: str | None, options: SessionOptions):
+    from orchestrator.tracking.record import tracking_target
+    from orchestrator.tracking.store import connect
+
+    if folder.read_state().tracking_uri != uri:
+        folder.update_state(tracking_uri=uri)
+    target = tracking_target(folder, spec, uri, folder.study_id(), options.tracking_wait)
+    return connect(target, options.echo)

@@ -1,0 +1,1 @@
+"""A study: its spec, its folder (the record every other view is made from) and its steps."""

@@ -1,0 +1,383 @@
+"""The study folder, the study's source of truth: its spec, its state, the sanity result, each
+stage's tables, the narrowing decision, the final run and the summary. Every view (console,
+MLflow, reports) reads them here, as typed records; writes are atomic (write, then rename), and
+a damaged file is named in one line with what to do about it."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import pandas as pd
+
+from orchestrator.names import SEARCH_STAGES, Step
+from orchestrator.search.results import StageTables
+from orchestrator.search.space import Param, parse_space
+from orchestrator.study.spec import StudySpec, parse_spec
+from trainables.errors import BabysitterError
+from trainables.metrics import ClassificationReport
+
+if TYPE_CHECKING:
+    from trainables.sanity import SanityReport
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class StudyState:
+    """study.json: the target, the id MLflow runs carry, the tracking URI, the steps already
+    recorded there, and whether the sanity checks were skipped."""
+
+    target: Step = Step.FINAL
+    study_id: str | None = None
+    tracking_uri: str | None = None
+    recorded: tuple[str, ...] = ()
+    skip_sanity: bool = False
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> StudyState:
+        return cls(
+            target=Step(raw.get("target", Step.FINAL)),
+            study_id=raw.get("study_id"),
+            tracking_uri=raw.get("tracking_uri"),
+            recorded=tuple(raw.get("recorded", ())),
+            skip_sanity=bool(raw.get("skip_sanity", False)),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "target": str(self.target)}
+
+
+@dataclass(frozen=True)
+class SanityRecord:
+    """sanity.json: the checks' report, the settings they ran with and when they ended."""
+
+    report: SanityReport
+    settings: dict[str, Any]
+    finished_at: str
+
+    @property
+    def passed(self) -> bool:
+        return self.report.passed
+
+    @property
+    def lr_range(self) -> tuple[float, float] | None:
+        return self.report.lr_range
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> SanityRecord:
+        from trainables.sanity import SanityReport  # torch, only when a check is read
+
+        return cls(SanityReport.from_dict(raw), raw["settings"], raw["finished_at"])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.report.to_dict(), "settings": self.settings, "finished_at": self.finished_at}
+
+
+@dataclass(frozen=True)
+class RangeDecision:
+    name: str
+    old: dict[str, list[Any]]
+    new: dict[str, list[Any]]
+    reason: str
+    trial_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class NarrowingRecord:
+    """narrowing.json: how each coarse range became a fine one, and the fine space."""
+
+    metric: str
+    top_k: int
+    decisions: tuple[RangeDecision, ...]
+    fine_space: dict[str, Any]
+
+    def space(self) -> dict[str, Param]:
+        return parse_space(self.fine_space)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> NarrowingRecord:
+        decisions = tuple(
+            RangeDecision(d["name"], d["old"], d["new"], d["reason"], tuple(d["trial_ids"]))
+            for d in raw["decisions"]
+        )
+        return cls(raw["metric"], raw["top_k"], decisions, raw["fine_space"])
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self) | {
+            "decisions": [
+                {**dataclasses.asdict(d), "trial_ids": list(d.trial_ids)} for d in self.decisions
+            ]
+        }
+
+
+@dataclass(frozen=True)
+class FinalRecord:
+    """final/: the chosen config, its per-epoch metrics, its outcome and its test report."""
+
+    config: dict[str, Any]
+    status: str
+    epochs: list[dict[str, Any]]
+    reason: str = ""
+    test: ClassificationReport | None = None
+
+
+@dataclass(frozen=True)
+class Summary:
+    """summary.json: the best trial of each stage and the final outcome."""
+
+    study: str
+    budget: str
+    sanity: dict[str, Any] | None = None
+    coarse: dict[str, Any] | None = None
+    fine: dict[str, Any] | None = None
+    final: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+
+@dataclass(frozen=True)
+class StudyFolder:
+    path: Path
+
+    @property
+    def spec_file(self) -> Path:
+        return self.path / "spec.yaml"
+
+    @property
+    def state_file(self) -> Path:
+        return self.path / "study.json"
+
+    @property
+    def results(self) -> Path:
+        return self.path / "results"
+
+    @property
+    def ray(self) -> Path:
+        return self.path / "ray"
+
+    @property
+    def narrowing_file(self) -> Path:
+        return self.path / "narrowing.json"
+
+    @property
+    def final(self) -> Path:
+        return self.path / "final"
+
+    @property
+    def input_example(self) -> Path:
+        """Two normalized test images: the logged model's input example."""
+        return self.final / "input_example.npy"
+
+    @property
+    def sanity_file(self) -> Path:
+        return self.path / "sanity.json"
+
+    @property
+    def probe_plot(self) -> Path:
+        return self.path / "sanity_lr_probe.png"
+
+    @property
+    def summary_file(self) -> Path:
+        return self.path / "summary.json"
+
+    def stage_files(self, stage: str) -> tuple[Path, Path]:
+        return self.results / f"{stage}.parquet", self.results / f"{stage}_epochs.parquet"
+
+    # the spec and the state
+
+    def exists(self) -> bool:
+        return self.spec_file.exists()
+
+    def read_spec(self) -> StudySpec:
+        if not self.exists():
+            raise BabysitterError(
+                f"STUDY_DIR {str(self.path)!r} holds no study (no spec.yaml); start one with "
+                "`babysit run STUDY --study-dir DIR`"
+            )
+        return parse_spec(self.spec_file.read_text(), str(self.spec_file))
+
+    def read_state(self) -> StudyState:
+        if not self.state_file.exists():
+            return StudyState()
+        return _read(self.state_file, "restore it or start a new study", StudyState.from_dict)
+
+    def update_state(self, **changes: Any) -> StudyState:
+        state = dataclasses.replace(self.read_state(), **changes)
+        _write_json(self.state_file, state.to_dict())
+        return state
+
+    def study_id(self) -> str:
+        """A stable id for this study's runs, so that studies of one spec sharing a tracking
+        server never mix; made on first use for folders older than it."""
+        state = self.read_state()
+        if state.study_id is None:
+            state = self.update_state(study_id=uuid.uuid4().hex[:12])
+        return state.study_id
+
+    def create(self, spec: StudySpec, target: Step) -> None:
+        """Write the spec, or check that the folder's study is this one: a study folder
+        never mixes two specs."""
+        if self.exists():
+            saved = self.read_spec()
+            differs = _first_difference(_comparable(saved), _comparable(spec))
+            if differs is not None:
+                key, old, new = differs
+                raise BabysitterError(
+                    f"study folder {str(self.path)!r} holds a study with {key}={old!r}, now "
+                    f"{key}={new!r}; resume it with `babysit resume {self.path}` or pass another "
+                    "--study-dir"
+                )
+            if target.order <= self.read_state().target.order:
+                return
+        self.path.mkdir(parents=True, exist_ok=True)
+        _write_text(self.spec_file, spec.to_yaml())
+        self.update_state(target=target)
+
+    def resolve(self, spec: StudySpec) -> StudySpec:
+        """``spec`` with ``lr: auto`` replaced by the range this study's lr probe proposed
+        (unchanged while there is none)."""
+        sanity = self.read_sanity()
+        if not spec.lr_auto or sanity is None or not sanity.lr_range:
+            return spec
+        return spec.with_lr_range(*sanity.lr_range)
+
+    # the steps' records
+
+    def finished(self) -> list[Step]:
+        """The steps whose record is complete in the folder, in order."""
+        done = [Step.SANITY] if self.sanity_file.exists() else []
+        done += [s for s in SEARCH_STAGES if self.stage_done(s)]
+        if (self.final / "result.json").exists():
+            done.append(Step.FINAL)
+        return done
+
+    def needs_search(self, target: Step) -> bool:
+        """Whether a search stage up to ``target`` is still to run (and so needs Ray)."""
+        return any(not self.stage_done(s) for s in SEARCH_STAGES if s.order <= target.order)
+
+    def read_sanity(self) -> SanityRecord | None:
+        if not self.sanity_file.exists():
+            return None
+        return _read(self.sanity_file, "delete it to run the checks again", SanityRecord.from_dict)
+
+    def write_sanity(self, record: SanityRecord) -> None:
+        _write_json(self.sanity_file, record.to_dict())
+
+    def stage_done(self, stage: str) -> bool:
+        return self.stage_files(stage)[0].exists()
+
+    def read_stage(self, stage: str) -> StageTables | None:
+        trials, epochs = self.stage_files(stage)
+        if not trials.exists():
+            return None
+        fix = f"delete {trials.name} and {epochs.name}: the next run rebuilds them from ray/{stage}"
+        return StageTables(
+            _read(trials, fix, pd.read_parquet, parse=False),
+            _read(epochs, fix, pd.read_parquet, parse=False),
+        )
+
+    def write_stage(self, stage: str, tables: StageTables) -> None:
+        self.results.mkdir(parents=True, exist_ok=True)
+        for frame, path in zip(
+            (tables.trials, tables.epochs), self.stage_files(stage), strict=True
+        ):
+            tmp = path.with_name(f".{path.name}.tmp")
+            frame.to_parquet(tmp, index=False)
+            tmp.replace(path)
+
+    def read_narrowing(self) -> NarrowingRecord | None:
+        if not self.narrowing_file.exists():
+            return None
+        fix = "delete it to narrow again from the coarse results"
+        return _read(self.narrowing_file, fix, NarrowingRecord.from_dict)
+
+    def write_narrowing(self, record: NarrowingRecord) -> None:
+        _write_json(self.narrowing_file, record.to_dict())
+
+    def stage_space(self, spec: StudySpec, stage: str) -> dict[str, Param]:
+        """The space a stage searched: the spec's for coarse, the narrowed one for fine."""
+        narrowing = self.read_narrowing()
+        if stage == Step.FINE and narrowing is not None:
+            return narrowing.space()
+        return self.resolve(spec).space()
+
+    def read_final(self) -> FinalRecord | None:
+        """The final run, once it has ended (``result.json`` is its last file)."""
+        result_file = self.final / "result.json"
+        if not result_file.exists():
+            return None
+        fix = f"delete {self.final} to train the final model again"
+        outcome = _read(result_file, fix, dict)
+        config = _read(self.final / "config.json", fix, dict)
+        metrics = self.final / "metrics.jsonl"
+        epochs = [json.loads(line) for line in metrics.read_text().splitlines() if line]
+        test_file = self.final / "test_metrics.json"
+        test = None
+        if test_file.exists():
+            test = _read(test_file, fix, lambda raw: ClassificationReport(**raw))
+        return FinalRecord(config, outcome["status"], epochs, outcome.get("reason", ""), test)
+
+    def read_summary(self) -> Summary | None:
+        if not self.summary_file.exists():
+            return None
+        return _read(self.summary_file, "delete it: `babysit resume` writes it again", _summary)
+
+    def write_summary(self, summary: Summary) -> None:
+        _write_text(self.summary_file, json.dumps(summary.to_dict(), indent=2, default=str) + "\n")
+
+
+def _summary(raw: dict[str, Any]) -> Summary:
+    return Summary(**raw)
+
+
+def _read(path: Path, fix: str, make: Callable[[Any], T], *, parse: bool = True) -> T:
+    """``make`` applied to the file's JSON (or to its path when not ``parse``); a damaged or
+    half-written file is one line naming it and ``fix``."""
+    if parse and not path.exists():
+        return make({})
+    try:
+        return make(json.loads(path.read_text()) if parse else path)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise BabysitterError(
+            f"{path}: cannot be read ({type(exc).__name__}: {str(exc)[:80]}); {fix}"
+        ) from None
+
+
+def _write_json(path: Path, payload: dict[str, Any]) -> None:
+    _write_text(path, json.dumps(payload, indent=2) + "\n")
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def _comparable(spec: StudySpec) -> dict[str, Any]:
+    """The spec's fields that define the study's results (resources only change its speed)."""
+    return _flatten({k: v for k, v in spec.model_dump(mode="json").items() if k != "resources"})
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value and key != "search_space":
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _first_difference(old: dict[str, Any], new: dict[str, Any]) -> tuple[str, Any, Any] | None:
+    for key in sorted(set(old) | set(new)):
+        if old.get(key) != new.get(key):
+            return key, old.get(key), new.get(key)
+    return None

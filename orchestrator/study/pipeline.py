@@ -1,0 +1,233 @@
+"""A study's steps: sanity checks -> coarse stage -> narrowing -> fine stage -> final training
+-> test, all in one study folder, each step skipped when its record is already there (which is
+how resume works). Whoever watches (console, MLflow) is told through the observer hooks."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from orchestrator.names import METRIC, Step
+from orchestrator.run_folder import RunFolder, train_run
+from orchestrator.search.narrowing import narrow
+from orchestrator.search.results import rank
+from orchestrator.search.space import Param
+from orchestrator.search.stage import StageRun, StageRunner
+from orchestrator.study.folder import (
+    NarrowingRecord,
+    RangeDecision,
+    StudyFolder,
+    Summary,
+)
+from orchestrator.study.observer import Observers, StudyObserver
+from orchestrator.study.sanity_step import run_sanity
+from orchestrator.study.spec import StudySpec
+from trainables.config import TrialConfig
+from trainables.datasets import DataSplits
+from trainables.errors import BabysitterError
+
+
+class Study:
+    """One study folder, its spec and data, run to a target by a stage runner."""
+
+    def __init__(
+        self,
+        folder: StudyFolder,
+        spec: StudySpec,
+        data: DataSplits,
+        runner: StageRunner,
+        observers: Sequence[StudyObserver] = (),
+        *,
+        skip_sanity: bool = False,
+    ) -> None:
+        self.folder, self.spec, self.data, self.runner = folder, spec, data, runner
+        self.events: StudyObserver = Observers(observers)  # type: ignore[assignment]
+        self.skip_sanity = skip_sanity
+
+    def run(self, target: Step = Step.FINAL) -> Summary:
+        """Every step up to ``target`` that has not finished yet; returns the summary."""
+        self.events.study_started(self)
+        try:
+            summary = self._steps(target)
+        except Exception as exc:
+            self.events.study_failed(exc)
+            raise
+        self.events.study_finished(summary)
+        return summary
+
+    def _steps(self, target: Step) -> Summary:
+        summary = Summary(self.spec.name, self.spec.budget)
+        spec = self._sanity(shown=target == Step.SANITY)
+        sanity = self.folder.read_sanity()
+        if sanity is not None:
+            lr_range = list(sanity.lr_range) if sanity.lr_range else None
+            summary = _with(summary, sanity={"passed": sanity.passed, "lr_range": lr_range})
+        if target == Step.SANITY:
+            return summary
+        coarse = self._stage(spec, Step.COARSE, spec.space())
+        summary = _with(summary, coarse=_best_row(coarse, spec.space()))
+        if target == Step.COARSE:
+            return summary
+        fine_space = self._narrowing(spec, coarse)
+        fine = self._stage(spec, Step.FINE, fine_space)
+        summary = _with(summary, fine=_best_row(fine, fine_space))
+        if target == Step.FINE:
+            return summary
+        best = rank(fine)
+        if best.empty:
+            raise BabysitterError(_nothing_usable(Step.FINE, fine))
+        chosen = _config_of(best.iloc[0], spec, fine_space)
+        summary = _with(summary, final=self._final(chosen, list(fine_space)))
+        self.folder.write_summary(summary)
+        return summary
+
+    def _sanity(self, shown: bool) -> StudySpec:
+        """The sanity checks before the coarse stage (once: a resumed study keeps its result;
+        ``shown`` shows it again); returns the spec with ``lr: auto`` resolved."""
+        folder, spec = self.folder, self.spec
+        if folder.stage_done(Step.COARSE) and not shown:
+            pass
+        elif self.skip_sanity:
+            self.events.sanity_skipped()
+        else:
+            record = run_sanity(folder, spec, self.data, self.events)
+            self.events.step_finished(Step.SANITY)
+            if not record.passed:
+                failed = ", ".join(c.name for c in record.report.checks if c.failed)
+                raise BabysitterError(
+                    f"sanity checks failed: {failed} (see above and {folder.sanity_file}); fix "
+                    "the setup, or pass --skip-sanity to search anyway"
+                )
+        resolved = folder.resolve(spec)
+        if spec.lr_auto:
+            if resolved.lr_auto:
+                raise BabysitterError(
+                    "search_space.lr is auto, and this study has no lr range from the sanity "
+                    "checks' lr probe; drop --skip-sanity, or give lr a range in the spec"
+                )
+            self.events.lr_resolved(resolved.space()["lr"])
+        return resolved
+
+    def _stage(self, spec: StudySpec, name: Step, space: dict[str, Param]) -> pd.DataFrame:
+        tables = self.folder.read_stage(name)
+        if tables is None:
+            run = StageRun(
+                name,
+                spec.stage(name),
+                space,
+                spec.base_config(),
+                spec.resources,
+                spec.retries,
+                self.folder.ray,
+                seed=spec.base_config().seed + name.order - 1,
+            )
+            self.events.stage_started(run)
+            tables = self.runner.run(run, self.data, self.events)
+            self.folder.write_stage(name, tables)
+            self.events.step_finished(name)
+        path = self.folder.stage_files(name)[0]
+        self.events.stage_results(name, tables.trials, list(space), spec.narrowing.top_k, path)
+        return tables.trials
+
+    def _narrowing(self, spec: StudySpec, coarse: pd.DataFrame) -> dict[str, Param]:
+        record = self.folder.read_narrowing()
+        if record is None:
+            record = decide_narrowing(spec, coarse)
+            self.folder.write_narrowing(record)
+        self.events.narrowing_decided(record)
+        return record.space()
+
+    def _final(self, config: TrialConfig, searched: list[str]) -> dict[str, Any]:
+        folder = self.folder
+        if folder.read_final() is not None:
+            self.events.final_started(config, reused=folder.final)
+        else:
+            self.events.final_started(config, reused=None)
+            run = RunFolder.open(folder.final, resume=True)
+            np.save(folder.input_example, input_example(self.data))
+            train_run(run, config, self.data, on_epoch=lambda r: self.events.final_epoch(config, r))
+        record = folder.read_final()
+        self.events.final_result(record, searched)
+        self.events.step_finished(Step.FINAL)
+        outcome = {"status": record.status, "config": record.config}
+        if record.test is not None:
+            outcome["test_accuracy"] = record.test.accuracy
+        return outcome
+
+
+def decide_narrowing(spec: StudySpec, coarse: pd.DataFrame) -> NarrowingRecord:
+    """The fine space from the coarse stage's top trials (the lecture's coarse -> fine)."""
+    space = spec.space()
+    numeric = [p.range() for p in space.values() if p.numeric]
+    try:
+        decisions = narrow(
+            numeric, coarse.to_dict("records"), metric=METRIC, top_k=spec.narrowing.top_k
+        )
+    except ValueError:
+        raise BabysitterError(_nothing_usable(Step.COARSE, coarse)) from None
+    fine = dict(space)
+    for d in decisions:
+        fine[d.new.name] = space[d.new.name].with_range(d.new)
+    return NarrowingRecord(
+        METRIC,
+        spec.narrowing.top_k,
+        tuple(
+            RangeDecision(
+                d.old.name,
+                space[d.old.name].to_spec(),
+                fine[d.old.name].to_spec(),
+                d.reason,
+                tuple(d.trial_ids),
+            )
+            for d in decisions
+        ),
+        {name: p.to_spec() for name, p in fine.items()},
+    )
+
+
+def input_example(data: DataSplits) -> np.ndarray:
+    """Two normalized test images: what the logged model takes as input."""
+    shape = (1, data.channels, 1, 1)
+    image = data.test.images[:2].astype(np.float32)
+    mean = np.asarray(data.mean, np.float32).reshape(shape)
+    return (image - mean) / np.asarray(data.std, np.float32).reshape(shape)
+
+
+def _config_of(row: pd.Series, spec: StudySpec, space: dict[str, Param]) -> TrialConfig:
+    values = {name: plain(row[name]) for name in space}
+    return spec.base_config().replace(
+        **values, epochs=spec.final_epochs, threads=os.cpu_count() or 1
+    )
+
+
+def _best_row(trials: pd.DataFrame, space: dict[str, Param]) -> dict[str, Any]:
+    best = rank(trials)
+    if best.empty:
+        return {}
+    row = best.iloc[0]
+    return {
+        "trial_id": row["trial_id"],
+        METRIC: float(row[METRIC]),
+        **{name: plain(row[name]) for name in space},
+    }
+
+
+def _with(summary: Summary, **changes: Any) -> Summary:
+    return dataclasses.replace(summary, **changes)
+
+
+def _nothing_usable(stage: str, trials: pd.DataFrame) -> str:
+    counts = trials["status"].value_counts().to_dict()
+    return (
+        f"the {stage} stage has no usable trial ({', '.join(f'{v} {k}' for k, v in counts.items())}"
+        "); lower the lr range or check `babysit results` for the errors"
+    )
+
+
+def plain(value: Any) -> Any:
+    return value.item() if hasattr(value, "item") else value

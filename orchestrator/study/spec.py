@@ -1,0 +1,296 @@
+"""The study spec: one YAML file (or a packaged preset) validated into one typed object that
+says what to search, how, with which budget and resources."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.resources
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from orchestrator.names import SEARCH_STAGES, BudgetName, Step
+from orchestrator.search.space import Param, parse_space
+from trainables.config import TrialConfig, field_names
+from trainables.errors import ConfigError
+
+AUTO = "auto"  # search_space.lr: auto takes the coarse range from the sanity checks' lr probe
+# Settings a search may not vary: they pick the data, the length or the place of a trial.
+NOT_SEARCHABLE = frozenset(
+    {"dataset", "data", "val_fraction", "test_fraction", "split_seed", "train_subset"}
+    | {"epochs", "device", "threads"}
+)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Caps on (trials, epochs) per stage, final epochs and training images."""
+
+    coarse: tuple[int, int]
+    fine: tuple[int, int]
+    final_epochs: int
+    train_subset: int
+
+
+BUDGETS: dict[BudgetName, Budget | None] = {
+    BudgetName.SMOKE: Budget(coarse=(4, 1), fine=(2, 2), final_epochs=2, train_subset=600),
+    BudgetName.DEMO: Budget(coarse=(24, 3), fine=(8, 8), final_epochs=10, train_subset=10_000),
+    BudgetName.FULL: None,
+}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Scheduler(_Strict):
+    type: Literal["asha", "fifo"] = "asha"
+    grace_period: int = Field(1, ge=1)
+    reduction_factor: float = Field(3.0, gt=1)
+
+
+class Stage(_Strict):
+    trials: int = Field(ge=1)
+    epochs: int = Field(ge=1)
+    search: Literal["random", "grid", "optuna"] = "random"
+    scheduler: Scheduler = Scheduler()
+
+    def capped(self, trials: int, epochs: int) -> Stage:
+        epochs = min(self.epochs, epochs)
+        grace = min(self.scheduler.grace_period, epochs)
+        return self.model_copy(
+            update={
+                "trials": min(self.trials, trials),
+                "epochs": epochs,
+                "scheduler": self.scheduler.model_copy(update={"grace_period": grace}),
+            }
+        )
+
+
+class Narrowing(_Strict):
+    top_k: int = Field(10, ge=1)
+
+
+class Final(_Strict):
+    epochs: int | None = Field(None, ge=1)
+
+
+class Resources(_Strict):
+    cpus_per_trial: float = Field(1.0, gt=0)
+    gpus_per_trial: float = Field(0.0, ge=0)
+    max_concurrent: int | None = Field(None, ge=1)
+
+
+class StudySpec(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    trial: dict[str, Any]
+    search_space: dict[str, Any]
+    coarse: Stage
+    fine: Stage
+    narrowing: Narrowing = Narrowing()
+    final: Final = Final()
+    resources: Resources = Resources()
+    retries: int = Field(2, ge=0)
+    budget: BudgetName = BudgetName.FULL
+
+    @field_validator("trial")
+    @classmethod
+    def _trial_is_a_config(cls, trial: dict[str, Any]) -> dict[str, Any]:
+        unknown = sorted(set(trial) - set(field_names()))
+        if unknown:
+            raise ValueError(f"unknown setting {unknown[0]!r}; known: {', '.join(field_names())}")
+        TrialConfig(**trial)
+        return trial
+
+    @field_validator("search_space")
+    @classmethod
+    def _space_is_searchable(cls, space: dict[str, Any]) -> dict[str, Any]:
+        if not space:
+            raise ValueError("is empty; name at least one hyperparameter, e.g. lr")
+        for name, value in space.items():
+            if name not in field_names() or name in NOT_SEARCHABLE:
+                searchable = [n for n in field_names() if n not in NOT_SEARCHABLE]
+                raise ValueError(
+                    f"{name!r} cannot be searched; searchable: {', '.join(searchable)}"
+                )
+            if value == AUTO and name != "lr":
+                raise ValueError(
+                    f"{name}: auto is for lr only (the sanity checks probe learning rates); "
+                    f"give {name} a range such as {{loguniform: [1e-5, 1e-1]}}"
+                )
+        parse_space(_given(space))
+        return space
+
+    @model_validator(mode="after")
+    def _consistent(self) -> StudySpec:
+        base = self.base_config()
+        searched = parse_space(_given(self.search_space))
+        for param in searched.values():
+            for value in param.values:
+                try:
+                    base.replace(**{param.name: value})
+                except ConfigError as exc:
+                    raise ValueError(f"search_space.{param.name} allows {value!r}: {exc}") from None
+        has_grid = any(p.kind == "grid" for p in searched.values())
+        for name in SEARCH_STAGES:
+            stage = self.stage(name)
+            if stage.scheduler.grace_period > stage.epochs:
+                raise ValueError(
+                    f"{name}.scheduler.grace_period={stage.scheduler.grace_period} is more than "
+                    f"{name}.epochs={stage.epochs}; lower it"
+                )
+            if stage.search == "optuna" and has_grid:
+                raise ValueError(f"{name}.search=optuna cannot run grid parameters; use choice")
+            if stage.search == "grid" and not has_grid:
+                raise ValueError(f"{name}.search=grid needs at least one {{grid: [...]}} parameter")
+        return self
+
+    def base_config(self) -> TrialConfig:
+        return TrialConfig(**self.trial)
+
+    def space(self) -> dict[str, Param]:
+        if self.lr_auto:
+            raise ConfigError(
+                "search_space.lr is auto and has no range yet: the sanity checks' lr probe "
+                "gives it one; run them (drop --skip-sanity) or give lr a range"
+            )
+        return parse_space(self.search_space)
+
+    @property
+    def lr_auto(self) -> bool:
+        return self.search_space.get("lr") == AUTO
+
+    def with_lr_range(self, low: float, high: float) -> StudySpec:
+        """This spec with ``lr: auto`` replaced by the range the lr probe proposed."""
+        space = {**self.search_space, "lr": {"loguniform": [low, high]}}
+        return self.model_copy(update={"search_space": space})
+
+    def stage(self, name: str) -> Stage:
+        return {Step.COARSE: self.coarse, Step.FINE: self.fine}[Step(name)]
+
+    @property
+    def final_epochs(self) -> int:
+        return self.final.epochs or self.fine.epochs
+
+    def with_budget(self, budget: str, train_images: int | None = None) -> StudySpec:
+        """The spec scaled to ``budget``: caps only, a budget never enlarges a study. The cap on
+        training images applies when the training split (``train_images``) is larger; top-k
+        shrinks with the coarse trials (at least 3)."""
+        caps = BUDGETS[budget]
+        if caps is None:
+            return self.model_copy(update={"budget": BudgetName(budget)})
+        trial = dict(self.trial)
+        if train_images is None or caps.train_subset < train_images:
+            subset = trial.get("train_subset")
+            trial["train_subset"] = min(subset or caps.train_subset, caps.train_subset)
+        coarse = self.coarse.capped(*caps.coarse)
+        top_k = math.ceil(self.narrowing.top_k * coarse.trials / self.coarse.trials)
+        return self.model_copy(
+            update={
+                "budget": BudgetName(budget),
+                "trial": trial,
+                "narrowing": Narrowing(top_k=max(min(3, self.narrowing.top_k), top_k)),
+                "coarse": coarse,
+                "fine": self.fine.capped(*caps.fine),
+                "final": Final(epochs=min(self.final_epochs, caps.final_epochs)),
+            }
+        )
+
+    def with_resources(self, **resources: float | None) -> StudySpec:
+        """A copy with the per-trial resources given (None keeps the spec's)."""
+        return self.with_changes(resources={k: v for k, v in resources.items() if v is not None})
+
+    def with_changes(self, **changes: Any) -> StudySpec:
+        """A validated copy: ``trial`` and ``resources`` entries are merged, the rest replaced."""
+        data = self.model_dump()
+        for key, value in changes.items():
+            data[key] = {**data[key], **value} if isinstance(value, dict) else value
+        return validate(data, "the command line")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+    def digest(self) -> str:
+        """A short hash of what defines the study's results (resources only change its
+        speed), tagged on every MLflow run to tell studies of one name apart."""
+        defining = {k: v for k, v in self.model_dump(mode="json").items() if k != "resources"}
+        return hashlib.sha256(yaml.safe_dump(defining).encode()).hexdigest()[:12]
+
+
+def _given(space: dict[str, Any]) -> dict[str, Any]:
+    return {name: value for name, value in space.items() if value != AUTO}
+
+
+PRESETS = importlib.resources.files("orchestrator.study") / "presets"
+
+
+def presets() -> list[str]:
+    return sorted(
+        p.name.removesuffix(".yaml") for p in PRESETS.iterdir() if p.name.endswith(".yaml")
+    )
+
+
+def load_spec(study: str) -> StudySpec:
+    """A preset name (``faces``, ``cifar10``) or the path of a YAML spec."""
+    if study in presets():
+        text = (PRESETS / f"{study}.yaml").read_text()
+        return parse_spec(text, f"preset {study!r}")
+    path = Path(study)
+    if not path.is_file():
+        raise ConfigError(
+            f"STUDY {study!r} is neither a preset ({', '.join(presets())}) nor a spec file; "
+            "pass a preset name or the path of a YAML study spec"
+        )
+    return parse_spec(path.read_text(), str(path))
+
+
+class _SpecLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading ``1e-6`` as a float (YAML 1.2) rather than a string."""
+
+
+_SpecLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def parse_spec(text: str, origin: str) -> StudySpec:
+    try:
+        data = yaml.load(text, Loader=_SpecLoader)  # a SafeLoader subclass: no arbitrary objects
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(
+            f"{origin}{where}: not valid YAML ({getattr(exc, 'problem', exc)})"
+        ) from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{origin}: a study spec is a YAML mapping (name:, trial:, ...)")
+    return validate(data, origin)
+
+
+def validate(data: dict[str, Any], origin: str) -> StudySpec:
+    try:
+        return StudySpec.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{origin}: {_first_error(exc)}") from None
+
+
+def _first_error(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    where = ".".join(str(part) for part in error["loc"])
+    if error["type"] == "extra_forbidden":
+        return f"unknown key {where!r}; remove it or fix the spelling"
+    if error["type"] == "missing":
+        return f"missing key {where!r}"
+    message = error["msg"].removeprefix("Value error, ")
+    if not where or message.startswith(where):
+        return message
+    value = error.get("input")
+    shown = f"={value!r}" if not isinstance(value, dict | list) else ""
+    return f"{where}{shown}: {message}"

@@ -1,0 +1,167 @@
+"""The MLflow record as a study observer: each finished step is projected from the study folder
+into the store (sent late when the server was away), and, while a stage runs, each trial's
+epochs are sent live by one background thread, so the stage never waits on the store."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from orchestrator.study.observer import StudyObserver, TrialInfo
+from orchestrator.tracking.record import pending, record_pending, stage_params, trial_name
+from orchestrator.tracking.store import (
+    RETRY_S,
+    StudyTracker,
+    delivery_errors,
+    open_tracker,
+    unreachable,
+)
+from trainables.status import TrialStatus
+
+if TYPE_CHECKING:
+    from orchestrator.search.stage import StageRun
+    from orchestrator.study.folder import StudyFolder, Summary
+    from orchestrator.study.pipeline import Study
+    from orchestrator.study.spec import StudySpec
+    from trainables.config import TrialConfig
+    from trainables.train import EpochReport
+
+Echo = Callable[[str], None]
+RETRY_WAIT_S = 5.0
+DRAIN_S = 30.0
+
+
+class MlflowObserver(StudyObserver):
+    def __init__(
+        self, tracker: StudyTracker, folder: StudyFolder, spec: StudySpec, echo: Echo
+    ) -> None:
+        self.tracker, self.folder, self.spec, self.echo = tracker, folder, spec, echo
+        self.live = LiveTrials(tracker, echo)
+
+    def study_started(self, study: Study) -> None:
+        target = self.tracker.target
+        self.echo(f"mlflow   experiment {target.experiment!r} at {target.uri}")
+        self.spec = study.spec
+        self.record()
+
+    def step_finished(self, step: str) -> None:
+        self.record()
+
+    def study_finished(self, summary: Summary) -> None:
+        self.record(wait_s=self.tracker.target.wait_s)
+
+    def stage_started(self, run: StageRun) -> None:
+        params = stage_params(self.spec, run.name, run.space)
+        self.tracker.live(lambda: self.tracker.stage_run(run.name, params))
+        self.live.begin(run)
+
+    def trial_started(self, stage: str, trial: TrialInfo) -> None:
+        self.live.send(lambda tracker: self.live.run_of(tracker, stage, trial))
+
+    def trial_epoch(self, stage: str, trial: TrialInfo, result: dict[str, Any]) -> None:
+        self.live.send(
+            lambda tracker: tracker.log_epochs(self.live.run_of(tracker, stage, trial), [result])
+        )
+
+    def trial_finished(
+        self, stage: str, trial: TrialInfo, status: TrialStatus, epochs: int
+    ) -> None:
+        self.live.send(
+            lambda tracker: tracker.finish_trial(
+                self.live.run_of(tracker, stage, trial), status, epochs
+            )
+        )
+
+    def stage_ended(self, stage: str) -> None:
+        self.live.drain()
+
+    def final_epoch(self, config: TrialConfig, report: EpochReport) -> None:
+        row = {**report.metrics, "trial_status": report.status}
+        tracker = self.tracker
+        tracker.live(
+            lambda: tracker.log_epochs(tracker.stage_run("final", config.to_dict()), [row])
+        )
+
+    def record(self, wait_s: float = 0) -> None:
+        """Send what MLflow misses; say what waits, and what was sent late."""
+        tracker, folder, spec = self.tracker, self.folder, self.spec
+        waiting = pending(folder)
+        left = record_pending(tracker, folder, spec)
+        deadline = time.monotonic() + wait_s
+        if left and wait_s > 0:
+            self.echo(
+                f"mlflow   waiting up to {wait_s:.0f} s for {tracker.target.uri} to record "
+                + ", ".join(left)
+            )
+        missed = tracker.delayed | set(left)
+        while left and time.monotonic() < deadline:
+            time.sleep(RETRY_WAIT_S)
+            left = record_pending(tracker, folder, spec)
+        late = [step for step in waiting if step in missed and step not in left]
+        if late:
+            self.echo(f"mlflow   recorded after the outage: {', '.join(late)}")
+        if left:
+            self.echo(
+                f"mlflow   not recorded yet: {', '.join(left)} ({tracker.target.uri} did not "
+                f"answer); the records wait in the study folder: `babysit sync {folder.path}` "
+                "sends them"
+            )
+        tracker.delayed = set(left) | (tracker.delayed - set(late))
+
+
+class LiveTrials:
+    """Live trial records: a queue and one writer thread with its own connection to the store
+    (best effort: the stage's record, made from its tables, is what makes it complete)."""
+
+    def __init__(self, tracker: StudyTracker, echo: Echo) -> None:
+        self.target, self.echo = tracker.target, echo
+        self.runs: dict[str, StageRun] = {}
+        self._tracker: StudyTracker | None = None
+        self._down_until = 0.0
+        self._queue: queue.Queue | None = None
+        self._writer: threading.Thread | None = None
+
+    def begin(self, run: StageRun) -> None:
+        self.runs[run.name] = run
+
+    def run_of(self, tracker: StudyTracker, stage: str, trial: TrialInfo) -> str:
+        run = self.runs[stage]
+        config = {**run.trial_base().to_dict(), **trial.config}
+        name = trial_name(trial.trial_id, config, run.space)
+        return tracker.trial_run(stage, trial.trial_id, config, name)
+
+    def send(self, action: Callable[[StudyTracker], Any]) -> None:
+        if self._queue is None:
+            self._queue = queue.Queue()
+            self._writer = threading.Thread(
+                target=self._write, args=(self._queue,), name="mlflow-writer", daemon=True
+            )
+            self._writer.start()
+        self._queue.put(action)
+
+    def drain(self) -> None:
+        """Let the writer finish (what it cannot send in time, the stage's record sends)."""
+        if self._writer is not None and self._queue is not None:
+            self._queue.put(None)
+            self._writer.join(timeout=DRAIN_S)
+            self._queue = self._writer = None
+
+    def _write(self, jobs: queue.Queue) -> None:
+        while (action := jobs.get()) is not None:
+            self._deliver(action)
+
+    def _deliver(self, action: Callable[[StudyTracker], Any]) -> None:
+        if time.monotonic() < self._down_until:
+            return
+        try:
+            if self._tracker is None:
+                self._tracker = open_tracker(self.target, self.echo)
+        except delivery_errors() as exc:
+            self._down_until = time.monotonic() + RETRY_S
+            self.echo(unreachable(self.target.uri, exc))
+            return
+        tracker = self._tracker
+        tracker.live(lambda: action(tracker))

@@ -1,0 +1,244 @@
+"""Bring a study's MLflow record up to date with its folder: every finished stage (parent run,
+one child per trial, per-epoch metrics, status tags, tables) and the final run (model, test
+metrics, confusion matrix, checkpoint). Idempotent, so it runs after every step, on resume and
+from `babysit sync`."""
+
+from __future__ import annotations
+
+import csv
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from orchestrator.names import METRIC, TRACKING_WAIT_S, Step
+from orchestrator.search.results import rank
+from orchestrator.search.space import Param
+from orchestrator.study.folder import StudyFolder
+from orchestrator.study.spec import StudySpec
+from orchestrator.tracking.store import (
+    StudyTracker,
+    TrackingTarget,
+    delivery_errors,
+    embedded_uri,
+    source_commit,
+)
+from trainables.config import field_names
+from trainables.errors import BabysitterError
+from trainables.metrics import ClassificationReport
+
+PROBE_CURVE = "probe_loss/lr {}"  # MLflow names allow no "+" or "="
+
+
+def stage_params(spec: StudySpec, stage: str, space: dict[str, Param]) -> dict[str, Any]:
+    settings = spec.stage(stage)
+    params: dict[str, Any] = {
+        "trials": settings.trials,
+        "epochs": settings.epochs,
+        "search": settings.search,
+        "scheduler": settings.scheduler.type,
+    }
+    if settings.scheduler.type == "asha":
+        params["grace_period"] = settings.scheduler.grace_period
+        params["reduction_factor"] = settings.scheduler.reduction_factor
+    params.update({f"space.{name}": p.describe() for name, p in space.items()})
+    return params
+
+
+def trial_name(trial_id: str, values: dict[str, Any], space: dict[str, Param]) -> str:
+    """``00003 lr=0.00123 l2=4.5e-05``: a run name that reads well in the UI's run list."""
+    settings = [_setting(name, values.get(name)) for name in space]
+    return " ".join([trial_id.rsplit("_", 1)[-1], *settings])
+
+
+def _setting(name: str, value: Any) -> str:
+    return f"{name}={value:.3g}" if isinstance(value, float) else f"{name}={value}"
+
+
+def pending(folder: StudyFolder) -> list[str]:
+    """Finished steps whose record has not reached MLflow in full yet."""
+    recorded = set(folder.read_state().recorded)
+    return [str(s) for s in folder.finished() if s not in recorded]
+
+
+def record_pending(tracker: StudyTracker, folder: StudyFolder, spec: StudySpec) -> list[str]:
+    """Record every finished step not recorded yet; returns the steps still pending (the
+    tracking server did not answer)."""
+    left = []
+    for step in pending(folder):
+        try:
+            if step == Step.SANITY:
+                record_sanity(tracker, folder)
+            elif step == Step.FINAL:
+                record_final(tracker, folder)
+            else:
+                record_stage(tracker, folder, spec, step)
+        except delivery_errors():
+            left.append(step)
+            continue
+        folder.update_state(recorded=(*folder.read_state().recorded, step))
+    return left
+
+
+def record_stage(tracker: StudyTracker, folder: StudyFolder, spec: StudySpec, stage: str) -> None:
+    tables = folder.read_stage(stage)
+    if tables is None:
+        return
+    trials, epochs = tables.trials, tables.epochs
+    space = folder.stage_space(spec, stage)
+    tracker.stage_run(stage, stage_params(spec, stage, space))
+    fields = set(field_names())
+    for row in trials.to_dict("records"):
+        config = {k: v for k, v in row.items() if k in fields}
+        run_id = tracker.trial_run(
+            stage, row["trial_id"], config, trial_name(row["trial_id"], row, space)
+        )
+        if len(epochs):
+            tracker.log_epochs(
+                run_id, epochs[epochs["trial_id"] == row["trial_id"]].to_dict("records")
+            )
+        tracker.finish_trial(run_id, row["status"], int(row["epochs_run"]), row.get("error", ""))
+    best = rank(trials)
+    metrics, tags = {}, {}
+    if len(best):
+        top = best.iloc[0]
+        metrics[f"best_{METRIC}"] = float(top[METRIC])
+        tags["best_trial_id"] = str(top["trial_id"])
+        tags["best_run_id"] = tracker.trial_run(stage, top["trial_id"], {}, "")
+    tags.update({f"count.{k}": str(v) for k, v in trials["status"].value_counts().items()})
+    artifacts = list(folder.stage_files(stage))
+    narrowing = folder.read_narrowing()
+    if stage == Step.FINE and narrowing is not None:
+        tags.update({f"narrowing.{d.name}": d.reason for d in narrowing.decisions})
+        artifacts.append(folder.narrowing_file)
+    tracker.finish_stage(stage, metrics=metrics, tags=tags, artifacts=artifacts)
+
+
+def record_sanity(tracker: StudyTracker, folder: StudyFolder) -> None:
+    """The checks' values as metrics, their verdicts as tags, each probe's loss curve as a
+    metric history, sanity.json and the probe plot as artifacts. A rerun of a failed sanity
+    replaces the earlier run."""
+    record = folder.read_sanity()
+    report, settings = record.report, record.settings
+    params = {k: settings[k] for k in ("probe_steps", "overfit_examples", "strong_l2", "sample")}
+    params["probe_lrs"] = " ".join(f"{lr:.0e}" for lr in settings["probe_lrs"])
+    run_id = tracker.stage_run(Step.SANITY)
+    held = tracker.client.get_run(run_id).data.tags.get("finished_at")
+    if held is not None and held != record.finished_at:
+        tracker.drop_stage(Step.SANITY)
+    run_id = tracker.stage_run(Step.SANITY, params)
+    metrics = {
+        f"{check.name}.{key}": float(value)
+        for check in report.checks
+        for key, value in check.values.items()
+    }
+    metrics["seconds"] = report.seconds
+    curves = {PROBE_CURVE.format(f"{p.lr:.0e}".replace("+", "")): p.losses for p in report.probes}
+    tracker.log_curves(run_id, curves)
+    tags = {f"check.{c.name}": c.status for c in report.checks}
+    tags.update(passed=str(record.passed), finished_at=record.finished_at)
+    if record.lr_range:
+        tags["lr_range"] = "[{:.0e}, {:.0e}]".format(*record.lr_range)
+    tracker.finish_stage(
+        Step.SANITY,
+        metrics=metrics,
+        tags=tags,
+        artifacts=[folder.sanity_file, folder.probe_plot],
+        failed=not record.passed,
+    )
+
+
+def record_final(tracker: StudyTracker, folder: StudyFolder) -> None:
+    final = folder.read_final()
+    run_id = tracker.stage_run(Step.FINAL, final.config)
+    tracker.log_epochs(run_id, [{**r, "trial_status": r.get("status")} for r in final.epochs])
+    metrics: dict[str, float] = {}
+    tags = {"status": final.status}
+    artifacts = [folder.final / "config.json", folder.final / "checkpoint.pt"]
+    if final.reason:
+        tags["reason"] = final.reason[:500]
+    test = final.test
+    with tempfile.TemporaryDirectory() as tmp:
+        if test is not None:
+            metrics = {"test_accuracy": test.accuracy, "test_loss": test.loss}
+            for i, name in enumerate(test.class_names):
+                for key in ("precision", "recall", "f1"):
+                    metrics[f"test_{key}/{name}"] = getattr(test, key)[i]
+            artifacts += [folder.final / "test_metrics.json", *_report_tables(test, Path(tmp))]
+            if not tracker.client.get_run(run_id).data.tags.get("model"):
+                model, example = _final_model(folder, final.config, len(test.class_names))
+                tags["model"] = tracker.log_model(run_id, model, example)
+        tracker.finish_stage(Step.FINAL, metrics=metrics, tags=tags, artifacts=artifacts)
+
+
+def _final_model(folder: StudyFolder, config: dict[str, Any], classes: int) -> tuple[Any, Any]:
+    import numpy as np
+
+    from trainables.checkpoint import load_checkpoint
+    from trainables.model import SeedCNN
+
+    example = np.load(folder.input_example)
+    model = SeedCNN(
+        example.shape[1],
+        classes,
+        tuple(example.shape[2:]),
+        batch_norm=config["batch_norm"],
+        he_init=config["he_init"],
+        dropout=config["dropout"],
+        width=config["width"],
+    )
+    model.load_state_dict(load_checkpoint(folder.final / "checkpoint.pt", config)["model"])
+    return model.eval(), example
+
+
+def _report_tables(test: ClassificationReport, folder: Path) -> list[Path]:
+    """confusion_matrix.csv (rows: true class) and per_class.csv, for reading in the UI."""
+    names = test.class_names
+    confusion, per_class = folder / "confusion_matrix.csv", folder / "per_class.csv"
+    with confusion.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["true \\ predicted", *names])
+        writer.writerows([name, *row] for name, row in zip(names, test.confusion, strict=True))
+    with per_class.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["class", "precision", "recall", "f1", "support"])
+        for i, name in enumerate(names):
+            writer.writerow([name, test.precision[i], test.recall[i], test.f1[i], test.support[i]])
+    return [confusion, per_class]
+
+
+def tracking_choice(folder: StudyFolder, uri: str | None) -> str | None:
+    """The study's tracking URI (None: the SQLite store in the study folder). A study keeps
+    the store it started with, so its runs are never split over two stores."""
+    if not folder.exists():
+        return uri
+    recorded = folder.read_state().tracking_uri
+    if uri is not None and uri != (recorded or embedded_uri(folder.path)):
+        raise BabysitterError(
+            f"--tracking-uri {uri!r} (or MLFLOW_TRACKING_URI): study {str(folder.path)!r} "
+            f"records to {recorded or embedded_uri(folder.path)!r}; drop the option, or start "
+            "a new study with --study-dir"
+        )
+    return recorded
+
+
+def tracking_target(
+    folder: StudyFolder,
+    spec: StudySpec,
+    uri: str | None,
+    study_id: str = "",
+    wait_s: float = TRACKING_WAIT_S,
+) -> TrackingTarget:
+    tags = {"spec_hash": spec.digest(), "git_commit": source_commit()}
+    tags["mlflow.source.git.commit"] = tags["git_commit"]
+    artifacts = None
+    if uri is None:
+        (folder.path / "mlflow").mkdir(parents=True, exist_ok=True)
+        artifacts = (folder.path / "mlflow" / "artifacts").resolve().as_uri()
+    return TrackingTarget(
+        uri=uri or embedded_uri(folder.path),
+        experiment=spec.name,
+        study_id=study_id,
+        artifact_location=artifacts,
+        tags=tuple(tags.items()),
+        wait_s=wait_s,
+    )

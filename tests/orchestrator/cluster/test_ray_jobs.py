@@ -1,0 +1,126 @@
+"""`babysit submit --address` and `babysit jobs` against a real two-node Ray cluster on
+127.0.0.1 (a head with the dashboard and a second raylet) with token authentication on."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from orchestrator.tracking.store import embedded_uri
+from tests.conftest import BABYSIT, CIFAR10, assert_one_line_error
+from tests.orchestrator.tracking.mlflow_checks import assert_study_recorded
+from tests.orchestrator.tracking.test_store import free_port
+
+
+@dataclass(frozen=True)
+class Cluster:
+    address: str
+    env: dict[str, str]
+    token: str
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory, cache_dir):
+    root = tmp_path_factory.mktemp("cluster")
+    token = secrets.token_hex(32)
+    token_file = root / "token"
+    token_file.write_text(token)
+    token_file.chmod(0o600)
+    venv = Path(sys.executable).parent
+    env = {
+        **os.environ,
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN_PATH": str(token_file),
+        "PATH": f"{venv}:{os.environ['PATH']}",  # what an activated venv gives the nodes
+        "BABYSITTER_CACHE": str(cache_dir),
+    }
+    gcs, dashboard = free_port(), free_port()
+    ray = [str(venv / "ray"), "start", "--node-ip-address=127.0.0.1", "--num-cpus=1"]
+    head = ["--head", f"--port={gcs}", "--dashboard-host=127.0.0.1"]
+    head.append(f"--dashboard-port={dashboard}")
+    start = {"env": env, "capture_output": True, "text": True, "timeout": 180}
+    try:
+        proc = subprocess.run([*ray, *head], **start)
+        assert proc.returncode == 0, proc.stderr
+        proc = subprocess.run([*ray, f"--address=127.0.0.1:{gcs}"], **start)
+        assert proc.returncode == 0, proc.stderr
+        yield Cluster(f"http://127.0.0.1:{dashboard}", env, token)
+    finally:
+        subprocess.run([str(venv / "ray"), "stop", "--force"], **start)
+
+
+def babysit_on(cluster: Cluster, *args, env: dict[str, str] | None = None, timeout: float = 300):
+    return subprocess.run(
+        [*BABYSIT, *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env or cluster.env,
+        timeout=timeout,
+    )
+
+
+def job_count(cluster: Cluster) -> int:
+    listed = babysit_on(cluster, "jobs", "list", "--address", cluster.address)
+    assert listed.returncode == 0, listed.stderr
+    return int(listed.stdout.strip().splitlines()[-1].split()[0].lstrip("("))
+
+
+@pytest.mark.slow
+def test_a_cifar10_smoke_study_runs_as_a_ray_job_on_both_nodes(cluster, tmp_path):
+    """Also the search issue's "`babysit run cifar10 --budget smoke` completes": the job is
+    exactly that command."""
+    study = tmp_path / "study"
+    proc = babysit_on(
+        cluster, "submit", "cifar10", "--address", cluster.address, "--data", CIFAR10,
+        "--budget", "smoke", "--study-dir", study, "--skip-sanity", "--follow",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
+    job = proc.stdout.split()[1]
+    assert f"job      {job} SUCCEEDED" in proc.stdout
+    assert "test accuracy" in proc.stdout and "(10000 images)" in proc.stdout
+    coarse = pd.read_parquet(study / "results" / "coarse.parquet")
+    fine = pd.read_parquet(study / "results" / "fine.parquet")
+    assert len(coarse) == coarse["trial_id"].nunique() == 4
+    assert pd.concat([coarse, fine])["node_id"].nunique() == 2  # trials ran on both nodes
+    assert f"cluster  all 2 Ray nodes see the study folder {study}" in proc.stdout
+    assert not list(tmp_path.glob(".babysitter-shared-*"))  # the probe's marker is gone
+    assert_study_recorded(embedded_uri(study), "cifar10", study)
+
+    status = babysit_on(cluster, "jobs", "status", job, "--address", cluster.address)
+    assert status.returncode == 0 and f"{job}  SUCCEEDED" in status.stdout
+    logs = babysit_on(cluster, "jobs", "logs", job, "--address", cluster.address)
+    assert logs.returncode == 0 and "test accuracy" in logs.stdout
+    assert cluster.token not in proc.stdout + proc.stderr + logs.stdout
+    client = MlflowClient(embedded_uri(study))
+    for run in client.search_runs([client.get_experiment_by_name("cifar10").experiment_id]):
+        recorded = {**run.data.params, **run.data.tags}
+        assert not any(cluster.token in str(v) for v in recorded.values())
+
+
+@pytest.mark.slow
+def test_a_wrong_or_missing_token_or_address_fails_in_one_line_and_submits_nothing(
+    cluster, tmp_path
+):
+    before = job_count(cluster)
+    args = ["submit", "faces", "--address", cluster.address, "--study-dir", tmp_path / "s"]
+    wrong = {**cluster.env, "RAY_AUTH_TOKEN": "0" * 64}
+    assert_one_line_error(babysit_on(cluster, *args, env=wrong), "403: wrong token")
+    nothing = {k: v for k, v in cluster.env.items() if not k.startswith("RAY_AUTH")}
+    nothing["HOME"] = str(tmp_path)  # no ~/.ray/auth_token either
+    assert_one_line_error(babysit_on(cluster, *args, env=nothing), "401: no token sent")
+    gone = ["submit", "faces", "--address", f"http://127.0.0.1:{free_port()}"]
+    assert_one_line_error(
+        babysit_on(cluster, *gone, "--study-dir", tmp_path / "s"), "no Ray dashboard answers"
+    )
+    relative = babysit_on(cluster, *args[:4], "--study-dir", "studies/x")
+    assert_one_line_error(relative, "--study-dir studies/x", "absolute path", "every node")
+    assert job_count(cluster) == before
+    assert not (tmp_path / "s").exists()

@@ -1,0 +1,333 @@
+"""Whole studies on a real local Ray runtime: planted faults in-process, and the CLI as a user
+runs it (including a driver killed with SIGKILL and resumed)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from ray import cloudpickle
+
+from orchestrator.console import ConsoleObserver
+from orchestrator.names import Step
+from orchestrator.search.local_stage import LocalStageRunner
+from orchestrator.search.ray_stage import RayStageRunner
+from orchestrator.search.stage import StageRun
+from orchestrator.session import load_study_data
+from orchestrator.study.folder import StudyFolder
+from orchestrator.study.observer import StudyObserver
+from orchestrator.study.pipeline import Study
+from orchestrator.study.spec import PRESETS, parse_spec
+from orchestrator.tracking.store import embedded_uri
+from tests.conftest import BABYSIT, FACES, assert_one_line_error, babysit
+from tests.orchestrator import planted
+from tests.orchestrator.tracking.mlflow_checks import assert_stage_recorded, assert_study_recorded
+from trainables.datasets import load_data
+from trainables.errors import BabysitterError
+from trainables.status import FINISHED
+
+FAULTS_SPEC = f"""
+name: faults
+trial: {{dataset: faces, data: {FACES}, train_subset: 600}}
+search_space:
+  lr: {{grid: [{planted.FAILS_ONCE_LR}, 1000.0, {planted.ALWAYS_FAILS_LR}]}}
+  l2: {{loguniform: [1.0e-5, 1.0e-3]}}
+coarse: {{trials: 1, epochs: 3, search: grid, scheduler: {{type: fifo}}}}
+fine: {{trials: 1, epochs: 2, search: grid, scheduler: {{type: fifo}}}}
+final: {{epochs: 2}}
+retries: 1
+"""
+
+
+@pytest.mark.slow
+def test_a_trial_that_raises_is_retried_from_its_checkpoint_and_the_study_completes(
+    tmp_path, cache_dir, local_ray
+):
+    cloudpickle.register_pickle_by_value(planted)
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    spec, data = load_study_data(parse_spec(FAULTS_SPEC, "faults"), "full", cache_dir, print)
+    folder = StudyFolder(tmp_path / "study")
+    folder.create(spec, Step.FINAL)
+    runner = RayStageRunner(planted.flaky_trainable(markers))
+    study = Study(folder, spec, data, runner, [ConsoleObserver()], skip_sanity=True)
+    summary = study.run().to_dict()
+
+    coarse = pd.read_parquet(folder.results / "coarse.parquet").set_index("lr")
+    once = coarse.loc[planted.FAILS_ONCE_LR]
+    assert once["status"] == "completed" and once["retries"] == 1
+    assert (markers / f"3-{planted.FAILS_ONCE_LR:g}.starts").read_text() == "0\n1\n"
+    epochs = pd.read_parquet(folder.results / "coarse_epochs.parquet")
+    assert list(epochs[epochs["trial_id"] == once["trial_id"]]["epoch"]) == [1, 2, 3]
+
+    assert coarse.loc[1000.0, "status"] == "diverged"
+    always = coarse.loc[planted.ALWAYS_FAILS_LR]
+    assert always["status"] == "errored" and "planted: this trial always fails" in always["error"]
+
+    assert summary["coarse"]["lr"] == summary["fine"]["lr"] == planted.FAILS_ONCE_LR
+    assert summary["final"]["config"]["lr"] == planted.FAILS_ONCE_LR
+    assert summary["final"]["test_accuracy"] > 0.5
+
+
+def auto_lr_spec(folder: Path) -> Path:
+    """The faces preset with ``lr: auto`` and an l2 range that lets a smoke study learn."""
+    text = (PRESETS / "faces.yaml").read_text()
+    text = text.replace("lr: {loguniform: [1.0e-6, 1.0e-3]}", "lr: auto")
+    text = text.replace("l2: {loguniform: [1.0e-5, 10.0]}", "l2: {loguniform: [1.0e-5, 1.0e-2]}")
+    assert text.count("auto") == 1 and "1.0e-2]" in text
+    (folder / "faces.yaml").write_text(text)
+    return folder / "faces.yaml"
+
+
+@pytest.mark.slow
+def test_run_smoke_study_end_to_end_then_rerun_is_a_no_op(tmp_path, cache_dir):
+    study = tmp_path / "study"
+    spec_file = auto_lr_spec(tmp_path)
+    args = ["run", spec_file, "--data", FACES, "--budget", "smoke", "--study-dir", study]
+    proc = babysit(*args, cache=cache_dir)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    for fragment in ("coarse   4/4 done", "fine     2/2 done", "narrow", "chosen", "test accuracy"):
+        assert fragment in out
+    assert out.index("sanity   passed") < out.index("coarse   0/4 done")
+    loss = float(re.search(r"PASS  initial_loss +loss ([0-9.]+),", out).group(1))
+    assert abs(loss - math.log(2)) < 0.1
+    for check in ("regularization", "overfit", "lr_probe", "update_ratio", "beats_chance"):
+        assert re.search(rf"PASS  {check} ", out), out
+    assert out.count("   expected ") == 7 and out.count("if not: ") + out.count("means: ") == 7
+    sanity = json.loads((study / "sanity.json").read_text())
+    low, high = sanity["lr_range"]
+    assert sanity["passed"] and f"proposed coarse lr range: [{low:.0e}, {high:.0e}]" in out
+    assert f"sanity   lr: auto -> coarse lr loguniform[{low:g}, {high:g}]" in out
+    assert (study / "sanity_lr_probe.png").read_bytes()[:4] == b"\x89PNG"
+    coarse = pd.read_parquet(study / "results" / "coarse.parquet")
+    assert coarse["lr"].between(low, high).all()
+    assert "lr: auto" in (study / "spec.yaml").read_text()
+    fine = pd.read_parquet(study / "results" / "fine.parquet")
+    assert len(coarse) == coarse["trial_id"].nunique() == 4 and len(fine) == 2
+    assert set(coarse["status"]) <= set(FINISHED) and (coarse["train_subset"] == 600).all()
+    narrowing = json.loads((study / "narrowing.json").read_text())
+    assert [d["name"] for d in narrowing["decisions"]] == ["lr", "l2"]
+    fine_lr = narrowing["fine_space"]["lr"]["loguniform"]
+    assert fine["lr"].between(*fine_lr).all()
+    assert "budget: smoke" in (study / "spec.yaml").read_text()
+    test = json.loads((study / "final" / "test_metrics.json").read_text())
+    assert sum(test["support"]) == 1396
+    store = embedded_uri(study)
+    assert_study_recorded(store, "faces", study)
+
+    again = babysit(*args, cache=cache_dir)
+    assert again.returncode == 0, again.stderr
+    assert "coarse already finished" in again.stdout and "final  already trained" in again.stdout
+    assert "sanity   checking" not in again.stdout and "coarse lr loguniform" in again.stdout
+    shown = babysit("sanity", *args[1:], cache=cache_dir)
+    assert shown.returncode == 0 and "sanity   already passed" in shown.stdout
+    assert json.loads((study / "sanity.json").read_text()) == sanity
+    assert pd.read_parquet(study / "results" / "coarse.parquet").equals(coarse)
+    assert_study_recorded(store, "faces", study)
+
+    synced = babysit("sync", study, cache=cache_dir)
+    assert synced.returncode == 0 and "up to date" in synced.stdout
+    state = json.loads((study / "study.json").read_text())
+    (study / "study.json").write_text(json.dumps({**state, "recorded": []}))
+    synced = babysit("sync", study, cache=cache_dir)
+    assert synced.returncode == 0 and "recorded: sanity, coarse, fine, final" in synced.stdout
+    assert_study_recorded(store, "faces", study)  # sent again: still once each
+    elsewhere = babysit("resume", study, "--tracking-uri", "http://127.0.0.1:9", cache=cache_dir)
+    assert_one_line_error(elsewhere, "records to 'sqlite:///", "drop the option")
+
+    export = tmp_path / "trials.csv"
+    proc = babysit("results", study, "--out", export, cache=cache_dir)
+    assert proc.returncode == 0 and "wrote 6 rows" in proc.stdout
+    table = pd.read_csv(export)
+    assert {"trial_id", "status", "lr", "l2", "val_acc", "stage"} <= set(table.columns)
+    printed = babysit("results", study, "--stage", "fine", "--epochs", cache=cache_dir)
+    assert printed.returncode == 0 and "update_ratio/conv1" in printed.stdout
+
+    other = babysit(*args[:-3], "demo", "--study-dir", study, cache=cache_dir)
+    assert_one_line_error(other, "holds a study with budget='smoke', now budget='demo'")
+
+
+KILL_SPEC = """
+name: killme
+trial: {dataset: faces, train_subset: 600}
+search_space:
+  lr: {loguniform: [1.0e-3, 1.0e-1]}
+  l2: {loguniform: [1.0e-5, 1.0e-3]}
+coarse: {trials: 8, epochs: 2, scheduler: {type: fifo}}
+fine: {trials: 2, epochs: 2}
+"""
+
+
+def _committed_finished(experiment: Path) -> set[str]:
+    """Trial ids that Tune's saved experiment state marks finished: what a restore will skip.
+
+    A result.json line is not enough: the driver may log a trial's last epoch and be killed
+    before it saves the state, and then the trial rightly resumes from its last checkpoint."""
+    states = sorted(experiment.glob("experiment_state-*.json"), key=lambda p: p.stat().st_mtime)
+    if not states:
+        return set()
+    try:
+        trial_data = json.loads(states[-1].read_text())["trial_data"]
+    except (json.JSONDecodeError, KeyError):  # caught mid-write
+        return set()
+    trials = [json.loads(state) for state, _ in trial_data]
+    return {t["trial_id"] for t in trials if t["status"] == "TERMINATED"}
+
+
+def _reports(experiment: Path) -> dict[str, int]:
+    """Trial id -> number of results it reported."""
+    counts = {}
+    for result in experiment.glob("*/result.json"):
+        rows = [json.loads(line) for line in result.read_text().splitlines() if line.strip()]
+        if rows:
+            counts[rows[0]["trial_id"]] = len(rows)
+    return counts
+
+
+@pytest.mark.slow
+def test_sigkilled_driver_resumes_without_rerunning_or_losing_trials(tmp_path, cache_dir):
+    spec_file = tmp_path / "killme.yaml"
+    spec_file.write_text(KILL_SPEC)
+    study = tmp_path / "study"
+    env = {**os.environ, "BABYSITTER_CACHE": str(cache_dir)}
+    args = ["search", spec_file, "--stage", "coarse", "--data", FACES, "--study-dir", study]
+    args.append("--skip-sanity")
+    driver = subprocess.Popen(
+        [*BABYSIT, *map(str, args)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    experiment = study / "ray" / "coarse"
+    deadline = time.monotonic() + 180
+    while len(_committed_finished(experiment)) < 2:
+        assert driver.poll() is None, "the stage ended before the kill"
+        assert time.monotonic() < deadline, "no trial finished in time"
+        time.sleep(0.2)
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    leftovers = driver.pid  # the killed driver's Ray agents outlive it in its process group
+    finished = _committed_finished(experiment)
+    before = {trial: n for trial, n in _reports(experiment).items() if trial in finished}
+    assert not (study / "results" / "coarse.parquet").exists()
+
+    try:
+        proc = babysit("resume", study, cache=cache_dir)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(leftovers, signal.SIGKILL)
+    assert proc.returncode == 0, proc.stderr
+    assert "resuming the interrupted stage" in proc.stdout
+    assert "narrow" not in proc.stdout  # the study was started for the coarse stage only
+    assert not (study / "results" / "fine.parquet").exists()
+    trials = pd.read_parquet(study / "results" / "coarse.parquet")
+    assert len(trials) == trials["trial_id"].nunique() == 8
+    assert set(trials["status"]) == {"completed"}
+    after = _reports(experiment)
+    assert len(before) >= 2 and before.keys() < after.keys() and len(after) == 8
+    for name, reports in before.items():
+        assert after[name] == reports, f"{name} was rerun after the kill"
+    epochs = pd.read_parquet(study / "results" / "coarse_epochs.parquet")
+    assert not epochs.duplicated(["trial_id", "epoch"]).any()
+    assert_stage_recorded(embedded_uri(study), "killme", study, "coarse")  # no RUNNING, no twice
+
+
+def test_study_errors_are_one_line(tmp_path, cache_dir):
+    assert_one_line_error(
+        babysit("run", "nosuch", cache=cache_dir), "STUDY 'nosuch' is neither a preset"
+    )
+    bad = tmp_path / "bad.yaml"
+    assert "trials: 8" in KILL_SPEC
+    bad.write_text(KILL_SPEC.replace("trials: 8", "trials: 0"))
+    assert_one_line_error(
+        babysit("run", bad, "--data", FACES, cache=cache_dir), "coarse.trials=0", str(bad)
+    )
+    assert_one_line_error(
+        babysit("resume", tmp_path / "empty", cache=cache_dir), "holds no study (no spec.yaml)"
+    )
+    assert_one_line_error(babysit("results", tmp_path / "empty", cache=cache_dir), "holds no study")
+    spec_file = tmp_path / "ok.yaml"
+    spec_file.write_text(KILL_SPEC)
+    proc = babysit(
+        "search",
+        spec_file,
+        "--stage",
+        "fine",
+        "--data",
+        FACES,
+        "--study-dir",
+        tmp_path / "s",
+        cache=cache_dir,
+    )
+    assert_one_line_error(proc, "run `babysit search", "--stage coarse` first")
+    proc = babysit("run", "faces", "--cpus-per-trial", "0", cache=cache_dir)
+    assert_one_line_error(proc, "resources.cpus_per_trial=0.0", "greater than 0")
+    gpu_study = tmp_path / "gpu"
+    proc = babysit(
+        "run",
+        "faces",
+        "--data",
+        FACES,
+        "--budget",
+        "smoke",
+        "--gpus-per-trial",
+        "0.5",
+        "--study-dir",
+        gpu_study,
+        cache=cache_dir,
+    )
+    assert_one_line_error(proc, "--gpus-per-trial 0.5 asks for more than the largest Ray node")
+    assert not gpu_study.exists()
+
+
+@pytest.mark.slow
+def test_optuna_tpe_searches_through_ray_tune(tmp_path, cache_dir, local_ray):
+    spec = parse_spec(
+        f"""
+name: tpe
+trial: {{dataset: faces, data: {FACES}, train_subset: 300}}
+search_space: {{lr: {{loguniform: [1.0e-3, 1.0e-2]}}, optimizer: {{choice: [sgd, adam]}}}}
+coarse: {{trials: 4, epochs: 1, search: optuna}}
+fine: {{trials: 1, epochs: 1}}
+""",
+        "tpe",
+    )
+    data = load_data(spec.base_config(), cache_dir)
+    run = StageRun(
+        "coarse", spec.coarse, spec.space(), spec.base_config(), spec.resources, 0, tmp_path
+    )
+    trials = RayStageRunner().run(run, data, StudyObserver()).trials
+    assert len(trials) == 4 and set(trials["status"]) == {"completed"}
+    assert trials["lr"].between(1e-3, 1e-2).all() and trials["lr"].nunique() == 4
+    assert set(trials["optimizer"]) <= {"sgd", "adam"}
+
+
+def test_a_coarse_stage_where_every_trial_diverges_stops_the_study_in_one_line(tmp_path, cache_dir):
+    spec = parse_spec(
+        f"""
+name: explode
+trial: {{dataset: faces, data: {FACES}, train_subset: 300}}
+search_space: {{lr: {{loguniform: [1.0e+3, 1.0e+4]}}}}
+coarse: {{trials: 2, epochs: 1}}
+fine: {{trials: 1, epochs: 1}}
+""",
+        "explode",
+    )
+    data = load_data(spec.base_config(), cache_dir)
+    folder = StudyFolder(tmp_path / "study")
+    folder.create(spec, Step.FINAL)
+    study = Study(folder, spec, data, LocalStageRunner(), skip_sanity=True)
+    with pytest.raises(BabysitterError, match=r"coarse stage has no usable trial \(2 diverged\)"):
+        study.run()
+    assert not folder.narrowing_file.exists()

@@ -1,0 +1,60 @@
+"""`babysit sanity` as a user runs it: a hard failure stops with one line, and a rerun replaces
+the failed record. (A passing run, its table, plot, MLflow run and `lr: auto`, is checked in
+the end-to-end study test.)"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from mlflow import MlflowClient
+
+from orchestrator.tracking.store import embedded_uri
+from tests.conftest import assert_one_line_error, babysit, write_image_tree
+from tests.orchestrator.tracking.mlflow_checks import assert_sanity_recorded, tree
+
+NOISE_SPEC = """
+name: noise
+trial: {{dataset: imagefolder, data: {data}}}
+search_space: {{lr: auto}}
+coarse: {{trials: 2, epochs: 1}}
+fine: {{trials: 1, epochs: 1}}
+"""
+
+
+@pytest.mark.slow
+def test_labels_that_carry_no_signal_fail_in_one_line_and_a_rerun_replaces_the_record(
+    tmp_path, cache_dir
+):
+    noise = write_image_tree(tmp_path / "noise", {"a": 60, "b": 60}, size=(8, 8))
+    spec = tmp_path / "noise.yaml"
+    spec.write_text(NOISE_SPEC.format(data=noise))
+    study = tmp_path / "study"
+    proc = babysit("sanity", spec, "--study-dir", study, cache=cache_dir)
+    assert_one_line_error(proc, "sanity checks failed: ", "beats_chance", "--skip-sanity")
+    assert "FAIL  beats_chance" in proc.stdout
+    first = json.loads((study / "sanity.json").read_text())
+    assert not first["passed"]
+    assert_sanity_recorded(embedded_uri(study), "noise", study)
+
+    again = babysit("sanity", spec, "--study-dir", study, cache=cache_dir)
+    assert_one_line_error(again, "sanity checks failed: ")
+    assert "sanity   checking" in again.stdout  # a failed result is never reused
+    second = json.loads((study / "sanity.json").read_text())
+    assert second["finished_at"] >= first["finished_at"]
+    assert_sanity_recorded(embedded_uri(study), "noise", study)  # one sanity run, the new one
+    runs = MlflowClient(embedded_uri(study)).search_runs(
+        [MlflowClient(embedded_uri(study)).get_experiment_by_name("noise").experiment_id]
+    )
+    assert [r.data.tags["finished_at"] for r in runs] == [second["finished_at"]]
+    assert set(tree(embedded_uri(study), "noise")) == {"sanity"}
+    assert not (study / "results").exists()
+
+
+def test_skipping_the_sanity_checks_of_an_auto_lr_study_is_refused_up_front(tmp_path, cache_dir):
+    spec = tmp_path / "noise.yaml"
+    spec.write_text(NOISE_SPEC.format(data=tmp_path / "nowhere"))
+    study = tmp_path / "study"
+    proc = babysit("run", spec, "--study-dir", study, "--skip-sanity", cache=cache_dir)
+    assert_one_line_error(proc, "--skip-sanity: ", "search_space.lr: auto", "drop --skip-sanity")
+    assert not study.exists()

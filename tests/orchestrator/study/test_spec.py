@@ -1,0 +1,86 @@
+import pytest
+
+from orchestrator.study.spec import load_spec, parse_spec, presets
+from trainables.errors import ConfigError
+
+SPEC = """
+name: tiny
+trial: {dataset: faces, momentum: 0.9}
+search_space:
+  lr: {loguniform: [1.0e-4, 1.0e-1]}
+  batch_size: {choice: [32, 64]}
+coarse: {trials: 6, epochs: 3, scheduler: {grace_period: 1}}
+fine: {trials: 2, epochs: 4}
+"""
+
+
+def test_presets_reproduce_the_seed_recipe():
+    assert presets() == ["cifar10", "faces"]
+    for name in presets():
+        spec = load_spec(name)
+        assert spec.base_config().dataset == name
+        lr, l2 = spec.space()["lr"], spec.space()["l2"]
+        assert (lr.kind, lr.values) == ("loguniform", (1e-6, 1e-3))
+        assert (l2.kind, l2.values) == ("loguniform", (1e-5, 10.0))
+        assert (spec.coarse.trials, spec.coarse.epochs) == (100, 5)
+        assert (spec.fine.trials, spec.fine.epochs) == (30, 15)
+        assert spec.narrowing.top_k == 10 and spec.coarse.scheduler.type == "asha"
+
+
+def test_a_budget_caps_trials_epochs_and_images_and_is_recorded():
+    spec = load_spec("faces")
+    smoke = spec.with_budget("smoke", train_images=5000)
+    assert (smoke.coarse.trials, smoke.coarse.epochs, smoke.fine.trials) == (4, 1, 2)
+    assert smoke.trial["train_subset"] == 600 and smoke.final_epochs == 2
+    assert smoke.coarse.scheduler.grace_period <= smoke.coarse.epochs
+    assert "budget: smoke" in smoke.to_yaml()
+    demo = spec.with_budget("demo", train_images=5023)
+    assert "train_subset" not in demo.trial  # the cap (10,000) is above the split's size
+    assert spec.with_budget("full") == spec.model_copy(update={"budget": "full"})
+
+
+def test_a_valid_spec_parses_into_one_typed_object():
+    spec = parse_spec(SPEC.replace("momentum: 0.9", "momentum: 0.9, lr: 3e-2"), "tiny.yaml")
+    assert spec.base_config().lr == 0.03
+    assert spec.space()["batch_size"].values == (32, 64)
+    assert spec.base_config().momentum == 0.9
+    assert spec.final_epochs == 4 and spec.retries == 2 and spec.resources.cpus_per_trial == 1
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (("coarse: {", "coarse: {trails: 3, "), "unknown key 'coarse.trails'"),
+        (("epochs: 3,", "epochs: three,"), "coarse.epochs='three'"),
+        (("1.0e-4, 1.0e-1", "1.0e-1, 1.0e-4"), "need finite low < high"),
+        (("{loguniform: [1.0e-4", "{loguniform: [0.0"), "a log range needs low > 0"),
+        (("{choice: [32, 64]}", "{choice: [32, 0]}"), "allows 0: invalid batch_size=0"),
+        (("  batch_size:", "  epochs:"), "'epochs' cannot be searched"),
+        (("{loguniform:", "{lognormal:"), "unknown kind 'lognormal'"),
+        (("momentum: 0.9", "momentum: 1.5"), "invalid momentum=1.5"),
+        (("momentum: 0.9", "mementum: 0.9"), "unknown setting 'mementum'"),
+        (("grace_period: 1", "grace_period: 5"), "grace_period=5 is more than coarse.epochs=3"),
+        (("name: tiny\n", ""), "missing key 'name'"),
+        (("search_space:", "search_space: ]"), "not valid YAML"),
+    ],
+)
+def test_bad_specs_fail_with_one_line_naming_the_key_and_rule(edit, message):
+    old, new = edit
+    assert old in SPEC
+    with pytest.raises(ConfigError) as info:
+        parse_spec(SPEC.replace(old, new, 1), "tiny.yaml")
+    text = str(info.value)
+    assert text.startswith("tiny.yaml") and message in text and "\n" not in text
+
+
+def test_an_unknown_study_names_the_presets(tmp_path):
+    with pytest.raises(ConfigError, match="neither a preset \\(cifar10, faces\\) nor a spec file"):
+        load_spec(str(tmp_path / "nope.yaml"))
+
+
+def test_search_algorithms_are_checked_against_the_space():
+    grid = SPEC.replace("{choice: [32, 64]}", "{grid: [32, 64]}")
+    with pytest.raises(ConfigError, match="optuna cannot run grid parameters"):
+        parse_spec(grid.replace("trials: 6,", "trials: 6, search: optuna,"), "s")
+    with pytest.raises(ConfigError, match="needs at least one"):
+        parse_spec(SPEC.replace("trials: 6,", "trials: 6, search: grid,"), "s")

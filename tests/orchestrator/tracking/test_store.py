@@ -1,0 +1,221 @@
+"""MLflow tracking against the real stores: the study's own SQLite store and a real
+`mlflow server` on 127.0.0.1 that the tests start, kill and restart."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from orchestrator.names import Step
+from orchestrator.study.folder import StudyFolder
+from orchestrator.study.spec import load_spec
+from orchestrator.tracking.record import tracking_target
+from orchestrator.tracking.store import (
+    TRACKED,
+    TrackingTarget,
+    connect,
+    embedded_uri,
+    epoch_metrics,
+    open_tracker,
+)
+from tests.conftest import BABYSIT, FACES, assert_one_line_error, babysit
+from tests.orchestrator.tracking.mlflow_checks import assert_study_recorded, tree
+
+CONCURRENT_SPEC = """
+name: concurrent
+trial: {dataset: faces, train_subset: 200}
+search_space:
+  lr: {loguniform: [1.0e-3, 1.0e-1]}
+  l2: {loguniform: [1.0e-5, 1.0e-3]}
+coarse: {trials: 8, epochs: 2, scheduler: {type: fifo}}
+fine: {trials: 2, epochs: 2}
+resources: {cpus_per_trial: 0.25, max_concurrent: 8}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_for(url: str, seconds: float = 90) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as reply:
+                if reply.status == 200:
+                    return
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, f"{url} never answered"
+        time.sleep(0.5)
+
+
+@contextlib.contextmanager
+def mlflow_server(root: Path, port: int) -> Iterator[subprocess.Popen]:
+    """A real tracking server on 127.0.0.1 with its own SQLite store and artifact folder."""
+    command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1"]
+    command += ["--port", str(port), "--workers", "1"]
+    command += ["--backend-store-uri", f"sqlite:///{root / 'server.db'}"]
+    command += ["--artifacts-destination", str(root / "artifacts")]
+    server = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    try:
+        wait_for(f"http://127.0.0.1:{port}/health")
+        yield server
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
+
+
+def test_epoch_metrics_keep_what_was_measured_once():
+    report = {"epoch": 2, "lr": 0.1, "train_loss": 0.5, "val_acc": 0.9, "val_loss": math.nan}
+    report |= {"update_ratio/conv1": 1e-3, "time_total_s": 9.0, "trial_status": "running"}
+    assert epoch_metrics(report) == {
+        "lr": 0.1,
+        "train_loss": 0.5,
+        "val_acc": 0.9,
+        "update_ratio/conv1": 1e-3,
+    }
+    diverged = {"epoch": 1, "lr": 10.0, "train_loss": math.inf, "val_acc": 0.0}
+    assert epoch_metrics({**diverged, "trial_status": "diverged"}) == {"lr": 10.0}
+    assert set(TRACKED) >= {"train_loss", "train_acc", "val_loss", "val_acc", "lr"}
+
+
+def test_a_second_tracker_finds_the_runs_and_sends_nothing_twice(tmp_path):
+    target = TrackingTarget(uri=f"sqlite:///{tmp_path / 'm.db'}", experiment="x", study_id="s1")
+    live = open_tracker(target, print)
+    run = live.trial_run("coarse", "a_00001", {"lr": 0.1}, "00001 lr=0.1")  # makes the parent
+    epochs = [{"epoch": e, "lr": 0.1, "val_acc": 0.5 + e / 10} for e in (1, 2)]
+    assert live.log_epochs(run, epochs[:1]) == 1
+
+    later = open_tracker(target, print)  # a resumed driver, or the stage's record
+    assert later.trial_run("coarse", "a_00001", {}, "") == run
+    assert later.log_epochs(run, epochs) == 1 and later.log_epochs(run, epochs) == 0
+    assert [m.step for m in later.client.get_metric_history(run, "val_acc")] == [1, 2]
+    parent = later.stage_run("coarse", {"trials": 4})
+    assert parent == live.stage_run("coarse")
+    assert later.client.get_run(parent).data.params == {"trials": "4"}
+    other_study = open_tracker(replace(target, study_id="s2"), print)
+    assert other_study.trial_run("coarse", "a_00001", {}, "") != run
+
+
+def test_an_unreachable_tracking_server_stops_the_study_before_any_trial(tmp_path, cache_dir):
+    study = tmp_path / "study"
+    uri = f"http://127.0.0.1:{free_port()}"
+    proc = babysit(
+        "run", "faces", "--data", FACES, "--budget", "smoke", "--study-dir", study,
+        "--tracking-uri", uri, cache=cache_dir, timeout=120,
+    )  # fmt: skip
+    assert_one_line_error(proc, f"--tracking-uri '{uri}'", "start the server or fix the URI")
+    assert "data " not in proc.stdout and not (study / "ray").exists()
+    assert not (study / "spec.yaml").exists()
+
+
+def test_a_tracking_uri_of_an_unknown_kind_is_one_line(tmp_path, cache_dir):
+    proc = babysit(
+        "search", "faces", "--stage", "coarse", "--study-dir", tmp_path / "s",
+        "--tracking-uri", "bogus://nowhere", cache=cache_dir, timeout=120,
+    )  # fmt: skip
+    assert_one_line_error(proc, "--tracking-uri 'bogus://nowhere'")
+
+
+@pytest.mark.slow
+def test_eight_concurrent_trials_leave_every_reported_metric_in_sqlite(tmp_path, cache_dir):
+    spec_file = tmp_path / "concurrent.yaml"
+    spec_file.write_text(CONCURRENT_SPEC)
+    study = tmp_path / "study"
+    args = ["search", spec_file, "--stage", "coarse", "--data", FACES, "--study-dir", study]
+    proc = babysit(*args, "--skip-sanity", cache=cache_dir)
+    assert proc.returncode == 0, proc.stderr
+    assert "running 8" in proc.stdout  # all eight reported at once
+    reported = set()
+    for result in (study / "ray" / "coarse").glob("*/result.json"):
+        for line in result.read_text().splitlines():
+            row = json.loads(line)
+            reported |= {(row["trial_id"], row["epoch"], k) for k in epoch_metrics(row)}
+    assert len(reported) >= 8 * 2 * 6
+    client = MlflowClient(embedded_uri(study))
+    ((_, children),) = tree(embedded_uri(study), "concurrent").values()
+    stored = set()
+    for run in children:
+        trial = run.data.tags["trial_id"]
+        for key in run.data.metrics:
+            history = client.get_metric_history(run.info.run_id, key)
+            assert len(history) == len({m.step for m in history}), f"{trial} {key} twice"
+            stored |= {(trial, m.step, key) for m in history}
+    assert stored == reported
+
+
+@pytest.mark.slow
+def test_a_real_mlflow_server_gets_the_whole_tree_even_when_it_dies_mid_study(tmp_path, cache_dir):
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    study = tmp_path / "study"
+    args = ["run", "faces", "--data", FACES, "--budget", "smoke", "--study-dir", study]
+    args.append("--skip-sanity")
+    env = {**os.environ, "BABYSITTER_CACHE": str(cache_dir), "MLFLOW_TRACKING_URI": uri}
+    with mlflow_server(tmp_path, port) as server:
+        driver = subprocess.Popen(
+            [*BABYSIT, *map(str, args)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + 120
+        while not list((study / "ray" / "coarse").glob("*/result.json")):
+            assert driver.poll() is None, driver.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
+        time.sleep(2)
+        with mlflow_server(tmp_path, port):
+            out, err = driver.communicate(timeout=240)
+            assert driver.returncode == 0, err
+            assert f"{uri} unreachable" in out and "recorded after the outage" in out, out
+            assert_study_recorded(uri, "faces", study)
+            assert json.loads((study / "study.json").read_text())["tracking_uri"] == uri
+
+
+def test_babysit_ui_serves_the_study_store_on_localhost(tmp_path):
+    folder = StudyFolder(tmp_path / "study")
+    spec = load_spec("faces")
+    folder.create(spec, Step.FINAL)
+    connect(tracking_target(folder, spec, None, folder.study_id()), print).stage_run("coarse")
+    port = free_port()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    ui = subprocess.Popen(
+        [*BABYSIT, "ui", str(folder.path), "--port", str(port)],
+        stdout=subprocess.PIPE, text=True, env=env, start_new_session=True,
+    )  # fmt: skip
+    try:
+        line = ui.stdout.readline()
+        assert f"at http://127.0.0.1:{port}" in line
+        api = (
+            f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/get-by-name?experiment_name=faces"
+        )
+        wait_for(api)
+        with urllib.request.urlopen(api) as reply:
+            assert json.load(reply)["experiment"]["name"] == "faces"
+        busy = babysit("ui", folder.path, "--port", str(port), cache=tmp_path)
+        assert_one_line_error(busy, f"--port {port}", "pass another --port")
+    finally:
+        os.killpg(ui.pid, signal.SIGTERM)
+        ui.wait(timeout=30)
+    assert_one_line_error(babysit("ui", tmp_path / "nothing", cache=tmp_path), "holds no study")
