@@ -109,6 +109,7 @@ def _run(
     from orchestrator.cluster.ray_runtime import check_resources, check_shared_storage, ray_runtime
     from orchestrator.tracking.observer import MlflowObserver
 
+    folder.check()
     uri = _check_tracking(folder, spec, options)
     spec, data = load_study_data(spec, budget, options.cache_dir, options.echo)
     runner = options.runner

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
+from typing import Any
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -70,10 +74,24 @@ BABYSIT = [sys.executable, "-m", "orchestrator"]
 
 
 def babysit(*args: str, cache: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``babysit ARGS`` as a user runs it: a new process."""
     env = {**os.environ, "BABYSITTER_CACHE": str(cache)}
     return subprocess.run(
         [*BABYSIT, *map(str, args)], capture_output=True, text=True, env=env, timeout=timeout
     )
+
+
+def babysit_here(*args: Any, cache: Path) -> subprocess.CompletedProcess:
+    """``babysit ARGS`` in the test's own process: the same code from argv to exit code, without
+    a new interpreter importing torch, Ray and MLflow again (a local Ray runtime, when the
+    command needs one, starts and stops in this process)."""
+    from orchestrator.cli.app import run
+
+    out, err = io.StringIO(), io.StringIO()
+    env = {"BABYSITTER_CACHE": str(cache)}
+    with mock.patch.dict(os.environ, env), redirect_stdout(out), redirect_stderr(err):
+        code = run([str(a) for a in args])
+    return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:

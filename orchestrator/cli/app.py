@@ -23,6 +23,11 @@ def cli() -> None:
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point: one line per error, exit 2 for usage errors and 1 for bad input."""
     sys.stdout.reconfigure(line_buffering=True)  # progress lines reach `tee` and logs at once
+    sys.exit(run(argv))
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    """``babysit ARGV``; returns the exit code."""
     try:
         cli.main(args=argv, prog_name="babysit", standalone_mode=False)
     except click.exceptions.NoArgsIsHelpError as exc:
@@ -30,13 +35,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     except click.UsageError as exc:
         hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
         click.echo(f"Error: {exc.format_message()}{hint}", err=True)
-        sys.exit(exc.exit_code)
+        return exc.exit_code
     except click.ClickException as exc:
         click.echo(f"Error: {exc.format_message()}", err=True)
-        sys.exit(exc.exit_code)
+        return exc.exit_code
     except BabysitterError as exc:
         click.echo(f"Error: {exc}", err=True)
-        sys.exit(1)
+        return 1
     except (KeyboardInterrupt, click.exceptions.Abort):
         click.echo("Interrupted.", err=True)
-        sys.exit(130)
+        return 130
+    return 0

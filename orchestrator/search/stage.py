@@ -57,19 +57,21 @@ class StageRunner(Protocol):
 
 
 class Tally:
-    """Counts a running stage's trials by status; says when the counts or the best moved."""
+    """Counts a running stage's trials by status and keeps the best score seen; says when the
+    counts or the best moved."""
 
     def __init__(self, total: int) -> None:
         self.total = total
+        self.best: float | None = None
         self.shown: tuple = ()
 
     def update(
         self, statuses: Iterable[str], scores: Iterable[float], elapsed_s: float
     ) -> StageTally | None:
         counts = Counter(statuses)
-        best = max(scores, default=None)
+        self.best = max([*scores, *([] if self.best is None else [self.best])], default=None)
         done = sum(counts[s] for s in FINISHED)
-        if (done, best) == self.shown:
+        if (done, self.best) == self.shown:
             return None
-        self.shown = (done, best)
-        return StageTally(done, self.total, dict(counts), best, elapsed_s)
+        self.shown = (done, self.best)
+        return StageTally(done, self.total, dict(counts), self.best, elapsed_s)

@@ -249,6 +249,16 @@ class StudyFolder:
             return spec
         return spec.with_lr_range(*sanity.lr_range)
 
+    def check(self) -> None:
+        """Read every record the folder holds, so a damaged one stops a command before any
+        data is decoded or trial started."""
+        if not self.exists():
+            return
+        self.read_state(), self.read_sanity(), self.read_narrowing()
+        for stage in SEARCH_STAGES:
+            self.read_stage(stage)
+        self.read_final(), self.read_summary()
+
     # the steps' records
 
     def finished(self) -> list[Step]:
@@ -278,7 +288,10 @@ class StudyFolder:
         trials, epochs = self.stage_files(stage)
         if not trials.exists():
             return None
-        fix = f"delete {trials.name} and {epochs.name}: the next run rebuilds them from ray/{stage}"
+        fix = (
+            f"delete {trials.name} and {epochs.name} to rebuild them from ray/{stage} (the "
+            "stage runs again where that is gone)"
+        )
         return StageTables(
             _read(trials, fix, pd.read_parquet, parse=False),
             _read(epochs, fix, pd.read_parquet, parse=False),

@@ -26,6 +26,7 @@ Echo = Callable[[str], None]
 MARKER = "lr"  # reported at every epoch, diverged ones included: its steps are the delivered epochs
 TRACKED = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "images_per_s", "epoch_seconds")
 RETRY_S = 10.0
+URI_VARIABLE = "MLFLOW_TRACKING_URI"
 HTTP = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
 
 
@@ -277,14 +278,21 @@ class StudyTracker:
         import mlflow.pytorch
         import torch
 
+        exported = os.environ.get(URI_VARIABLE)
         mlflow.set_tracking_uri(self.target.uri)
-        with mlflow.start_run(run_id=run_id):
-            info = mlflow.pytorch.log_model(
-                model,
-                name="model",
-                input_example=example,
-                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
-            )
+        try:
+            with mlflow.start_run(run_id=run_id):
+                info = mlflow.pytorch.log_model(
+                    model,
+                    name="model",
+                    input_example=example,
+                    pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+                )
+        finally:  # set_tracking_uri also exports the URI; the process keeps the one it had
+            if exported is None:
+                os.environ.pop(URI_VARIABLE, None)
+            else:
+                os.environ[URI_VARIABLE] = exported
         return info.model_uri
 
     def _search(self, **tags: str) -> list[Any]:

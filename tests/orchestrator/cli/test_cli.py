@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import BABYSIT, FACES, assert_one_line_error, babysit, write_image_tree
+from tests.conftest import BABYSIT, FACES, assert_one_line_error, babysit_here, write_image_tree
 
 FAST = ["--train-subset", "800", "--threads", "2"]
 
 
 def test_train_writes_metrics_checkpoint_and_test_report(tmp_path, cache_dir):
     out = tmp_path / "run"
-    proc = babysit(
+    proc = babysit_here(
         "train", "faces", "--data", FACES, "--epochs", "2", *FAST, "--out", out, cache=cache_dir
     )
     assert proc.returncode == 0, proc.stderr
@@ -34,7 +34,7 @@ def test_train_writes_metrics_checkpoint_and_test_report(tmp_path, cache_dir):
 
 def test_huge_learning_rate_is_reported_as_diverged(tmp_path, cache_dir):
     out = tmp_path / "run"
-    proc = babysit(
+    proc = babysit_here(
         "train", "faces", "--data", FACES, "--lr", "1e5", *FAST, "--out", out, cache=cache_dir
     )
     assert proc.returncode == 0, proc.stderr
@@ -45,7 +45,7 @@ def test_huge_learning_rate_is_reported_as_diverged(tmp_path, cache_dir):
 def test_killed_run_resumes_to_the_same_final_metrics(tmp_path, cache_dir):
     args = ["train", "faces", "--data", FACES, "--epochs", "4", "--augment", "--threads", "2"]
     args += ["--train-subset", "2000"]
-    whole = babysit(*args, "--out", tmp_path / "whole", cache=cache_dir)
+    whole = babysit_here(*args, "--out", tmp_path / "whole", cache=cache_dir)
     assert whole.returncode == 0, whole.stderr
 
     out = tmp_path / "killed"
@@ -62,7 +62,7 @@ def test_killed_run_resumes_to_the_same_final_metrics(tmp_path, cache_dir):
     proc.wait()
     assert len(metrics.read_text().splitlines()) < 4
 
-    resumed = babysit(*args, "--out", out, "--resume", cache=cache_dir)
+    resumed = babysit_here(*args, "--out", out, "--resume", cache=cache_dir)
     assert resumed.returncode == 0, resumed.stderr
     assert "resume   from epoch" in resumed.stdout
 
@@ -79,11 +79,11 @@ def test_killed_run_resumes_to_the_same_final_metrics(tmp_path, cache_dir):
 def test_existing_run_is_neither_overwritten_nor_resumed_with_other_settings(tmp_path, cache_dir):
     out = tmp_path / "run"
     args = ["train", "faces", "--data", FACES, "--epochs", "1", *FAST, "--out", out]
-    assert babysit(*args, cache=cache_dir).returncode == 0
+    assert babysit_here(*args, cache=cache_dir).returncode == 0
     before = (out / "metrics.jsonl").read_text()
-    assert_one_line_error(babysit(*args, cache=cache_dir), "already holds a run", "--resume")
+    assert_one_line_error(babysit_here(*args, cache=cache_dir), "already holds a run", "--resume")
     assert_one_line_error(
-        babysit(*args, "--resume", "--lr", "0.5", cache=cache_dir), "lr=0.01, now lr=0.5"
+        babysit_here(*args, "--resume", "--lr", "0.5", cache=cache_dir), "lr=0.01, now lr=0.5"
     )
     assert (out / "metrics.jsonl").read_text() == before
 
@@ -124,7 +124,9 @@ def bad_trees(tmp_path: Path) -> Path:
 )
 def test_bad_input_gets_one_line_and_a_nonzero_exit(bad_trees, cache_dir, args, fragments):
     args = [a.format(t=bad_trees) for a in args]
-    assert_one_line_error(babysit(*args, "--out", bad_trees / "out", cache=cache_dir), *fragments)
+    assert_one_line_error(
+        babysit_here(*args, "--out", bad_trees / "out", cache=cache_dir), *fragments
+    )
 
 
 def test_help_is_useful():

@@ -4,13 +4,13 @@ import json
 
 import pytest
 
-from tests.conftest import CIFAR10, FACES, babysit
+from tests.conftest import CIFAR10, FACES, babysit_here
 
 
 @pytest.mark.slow
 def test_faces_reaches_95_percent_in_5_epochs(tmp_path, cache_dir):
     out = tmp_path / "faces"
-    proc = babysit(
+    proc = babysit_here(
         "train", "faces", "--data", FACES, "--epochs", "5", "--out", out, cache=cache_dir
     )
     assert proc.returncode == 0, proc.stderr
@@ -21,7 +21,7 @@ def test_faces_reaches_95_percent_in_5_epochs(tmp_path, cache_dir):
 def test_cifar10_subset_reaches_45_percent_in_3_epochs(tmp_path, cache_dir):
     out = tmp_path / "cifar"
     args = ["--data", CIFAR10, "--train-subset", "10000", "--epochs", "3", "--out", out]
-    proc = babysit("train", "cifar10", *args, cache=cache_dir)
+    proc = babysit_here("train", "cifar10", *args, cache=cache_dir)
     assert proc.returncode == 0, proc.stderr
     test = json.loads((out / "test_metrics.json").read_text())
     assert test["accuracy"] >= 0.45 and sum(test["support"]) == 10000

@@ -11,14 +11,14 @@ import yaml
 
 from orchestrator.cluster.submission import CLUSTER_DIR
 from orchestrator.study.spec import load_spec, parse_spec
-from tests.conftest import assert_one_line_error, babysit
+from tests.conftest import assert_one_line_error, babysit_here
 
 
 def test_slurm_dry_run_prints_a_valid_sbatch_script_with_the_requested_nodes(tmp_path, cache_dir):
     spec = tmp_path / "faces.yaml"
     spec.write_text(load_spec("faces").to_yaml())
     study = tmp_path / "studies" / "faces-demo"
-    proc = babysit(
+    proc = babysit_here(
         "submit", spec, "--slurm", "--dry-run", "--nodes", "3", "--gpus-per-node", "2",
         "--partition", "gpu", "--account", "ml", "--time", "02:00:00", "--budget", "demo",
         "--data", "/shared/faces.tar.gz", "--study-dir", study, cache=cache_dir,
@@ -42,7 +42,7 @@ def test_slurm_dry_run_prints_a_valid_sbatch_script_with_the_requested_nodes(tmp
 
 
 def test_kuberay_dry_run_prints_a_configmap_and_a_rayjob(tmp_path, cache_dir):
-    proc = babysit(
+    proc = babysit_here(
         "submit", "faces", "--kuberay", "--dry-run", "--workers", "3", "--gpus-per-worker", "2",
         "--image", "registry.example/babysitter:0.1.0", "--budget", "smoke",
         "--tracking-uri", "http://mlflow.ml:5000", cache=cache_dir,
@@ -73,8 +73,10 @@ def test_kuberay_dry_run_prints_a_configmap_and_a_rayjob(tmp_path, cache_dir):
 
 
 def test_submit_errors_are_one_line_and_write_nothing(tmp_path, cache_dir):
-    assert_one_line_error(babysit("submit", "faces", cache=cache_dir), "--slurm or --kuberay")
-    both = babysit("submit", "faces", "--slurm", "--address", "http://127.0.0.1:1", cache=cache_dir)
+    assert_one_line_error(babysit_here("submit", "faces", cache=cache_dir), "--slurm or --kuberay")
+    both = babysit_here(
+        "submit", "faces", "--slurm", "--address", "http://127.0.0.1:1", cache=cache_dir
+    )
     assert_one_line_error(both, "one place")
     study = tmp_path / "study"
     env = {**os.environ, "PATH": str(tmp_path / "empty"), "BABYSITTER_CACHE": str(cache_dir)}

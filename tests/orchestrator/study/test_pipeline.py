@@ -28,7 +28,7 @@ from orchestrator.study.observer import StudyObserver
 from orchestrator.study.pipeline import Study
 from orchestrator.study.spec import PRESETS, parse_spec
 from orchestrator.tracking.store import embedded_uri
-from tests.conftest import BABYSIT, FACES, assert_one_line_error, babysit
+from tests.conftest import BABYSIT, FACES, assert_one_line_error, babysit, babysit_here
 from tests.orchestrator import planted
 from tests.orchestrator.tracking.mlflow_checks import assert_stage_recorded, assert_study_recorded
 from trainables.datasets import load_data
@@ -125,35 +125,37 @@ def test_run_smoke_study_end_to_end_then_rerun_is_a_no_op(tmp_path, cache_dir):
     store = embedded_uri(study)
     assert_study_recorded(store, "faces", study)
 
-    again = babysit(*args, cache=cache_dir)
+    again = babysit_here(*args, cache=cache_dir)
     assert again.returncode == 0, again.stderr
     assert "coarse already finished" in again.stdout and "final  already trained" in again.stdout
     assert "sanity   checking" not in again.stdout and "coarse lr loguniform" in again.stdout
-    shown = babysit("sanity", *args[1:], cache=cache_dir)
+    shown = babysit_here("sanity", *args[1:], cache=cache_dir)
     assert shown.returncode == 0 and "sanity   already passed" in shown.stdout
     assert json.loads((study / "sanity.json").read_text()) == sanity
     assert pd.read_parquet(study / "results" / "coarse.parquet").equals(coarse)
     assert_study_recorded(store, "faces", study)
 
-    synced = babysit("sync", study, cache=cache_dir)
+    synced = babysit_here("sync", study, cache=cache_dir)
     assert synced.returncode == 0 and "up to date" in synced.stdout
     state = json.loads((study / "study.json").read_text())
     (study / "study.json").write_text(json.dumps({**state, "recorded": []}))
-    synced = babysit("sync", study, cache=cache_dir)
+    synced = babysit_here("sync", study, cache=cache_dir)
     assert synced.returncode == 0 and "recorded: sanity, coarse, fine, final" in synced.stdout
     assert_study_recorded(store, "faces", study)  # sent again: still once each
-    elsewhere = babysit("resume", study, "--tracking-uri", "http://127.0.0.1:9", cache=cache_dir)
+    elsewhere = babysit_here(
+        "resume", study, "--tracking-uri", "http://127.0.0.1:9", cache=cache_dir
+    )
     assert_one_line_error(elsewhere, "records to 'sqlite:///", "drop the option")
 
     export = tmp_path / "trials.csv"
-    proc = babysit("results", study, "--out", export, cache=cache_dir)
+    proc = babysit_here("results", study, "--out", export, cache=cache_dir)
     assert proc.returncode == 0 and "wrote 6 rows" in proc.stdout
     table = pd.read_csv(export)
     assert {"trial_id", "status", "lr", "l2", "val_acc", "stage"} <= set(table.columns)
-    printed = babysit("results", study, "--stage", "fine", "--epochs", cache=cache_dir)
+    printed = babysit_here("results", study, "--stage", "fine", "--epochs", cache=cache_dir)
     assert printed.returncode == 0 and "update_ratio/conv1" in printed.stdout
 
-    other = babysit(*args[:-3], "demo", "--study-dir", study, cache=cache_dir)
+    other = babysit_here(*args[:-3], "demo", "--study-dir", study, cache=cache_dir)
     assert_one_line_error(other, "holds a study with budget='smoke', now budget='demo'")
 
 
@@ -223,7 +225,7 @@ def test_sigkilled_driver_resumes_without_rerunning_or_losing_trials(tmp_path, c
     assert not (study / "results" / "coarse.parquet").exists()
 
     try:
-        proc = babysit("resume", study, cache=cache_dir)
+        proc = babysit_here("resume", study, cache=cache_dir)
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(leftovers, signal.SIGKILL)
@@ -245,21 +247,23 @@ def test_sigkilled_driver_resumes_without_rerunning_or_losing_trials(tmp_path, c
 
 def test_study_errors_are_one_line(tmp_path, cache_dir):
     assert_one_line_error(
-        babysit("run", "nosuch", cache=cache_dir), "STUDY 'nosuch' is neither a preset"
+        babysit_here("run", "nosuch", cache=cache_dir), "STUDY 'nosuch' is neither a preset"
     )
     bad = tmp_path / "bad.yaml"
     assert "trials: 8" in KILL_SPEC
     bad.write_text(KILL_SPEC.replace("trials: 8", "trials: 0"))
     assert_one_line_error(
-        babysit("run", bad, "--data", FACES, cache=cache_dir), "coarse.trials=0", str(bad)
+        babysit_here("run", bad, "--data", FACES, cache=cache_dir), "coarse.trials=0", str(bad)
     )
     assert_one_line_error(
-        babysit("resume", tmp_path / "empty", cache=cache_dir), "holds no study (no spec.yaml)"
+        babysit_here("resume", tmp_path / "empty", cache=cache_dir), "holds no study (no spec.yaml)"
     )
-    assert_one_line_error(babysit("results", tmp_path / "empty", cache=cache_dir), "holds no study")
+    assert_one_line_error(
+        babysit_here("results", tmp_path / "empty", cache=cache_dir), "holds no study"
+    )
     spec_file = tmp_path / "ok.yaml"
     spec_file.write_text(KILL_SPEC)
-    proc = babysit(
+    proc = babysit_here(
         "search",
         spec_file,
         "--stage",
@@ -271,10 +275,10 @@ def test_study_errors_are_one_line(tmp_path, cache_dir):
         cache=cache_dir,
     )
     assert_one_line_error(proc, "run `babysit search", "--stage coarse` first")
-    proc = babysit("run", "faces", "--cpus-per-trial", "0", cache=cache_dir)
+    proc = babysit_here("run", "faces", "--cpus-per-trial", "0", cache=cache_dir)
     assert_one_line_error(proc, "resources.cpus_per_trial=0.0", "greater than 0")
     gpu_study = tmp_path / "gpu"
-    proc = babysit(
+    proc = babysit_here(
         "run",
         "faces",
         "--data",

@@ -10,7 +10,7 @@ import pytest
 from mlflow import MlflowClient
 
 from orchestrator.tracking.store import embedded_uri
-from tests.conftest import assert_one_line_error, babysit, write_image_tree
+from tests.conftest import assert_one_line_error, babysit_here, write_image_tree
 from tests.orchestrator.tracking.mlflow_checks import assert_sanity_recorded, tree
 
 NOISE_SPEC = """
@@ -30,14 +30,14 @@ def test_labels_that_carry_no_signal_fail_in_one_line_and_a_rerun_replaces_the_r
     spec = tmp_path / "noise.yaml"
     spec.write_text(NOISE_SPEC.format(data=noise))
     study = tmp_path / "study"
-    proc = babysit("sanity", spec, "--study-dir", study, cache=cache_dir)
+    proc = babysit_here("sanity", spec, "--study-dir", study, cache=cache_dir)
     assert_one_line_error(proc, "sanity checks failed: ", "beats_chance", "--skip-sanity")
     assert "FAIL  beats_chance" in proc.stdout
     first = json.loads((study / "sanity.json").read_text())
     assert not first["passed"]
     assert_sanity_recorded(embedded_uri(study), "noise", study)
 
-    again = babysit("sanity", spec, "--study-dir", study, cache=cache_dir)
+    again = babysit_here("sanity", spec, "--study-dir", study, cache=cache_dir)
     assert_one_line_error(again, "sanity checks failed: ")
     assert "sanity   checking" in again.stdout  # a failed result is never reused
     second = json.loads((study / "sanity.json").read_text())
@@ -55,6 +55,6 @@ def test_skipping_the_sanity_checks_of_an_auto_lr_study_is_refused_up_front(tmp_
     spec = tmp_path / "noise.yaml"
     spec.write_text(NOISE_SPEC.format(data=tmp_path / "nowhere"))
     study = tmp_path / "study"
-    proc = babysit("run", spec, "--study-dir", study, "--skip-sanity", cache=cache_dir)
+    proc = babysit_here("run", spec, "--study-dir", study, "--skip-sanity", cache=cache_dir)
     assert_one_line_error(proc, "--skip-sanity: ", "search_space.lr: auto", "drop --skip-sanity")
     assert not study.exists()

@@ -32,7 +32,7 @@ from orchestrator.tracking.store import (
     epoch_metrics,
     open_tracker,
 )
-from tests.conftest import BABYSIT, FACES, assert_one_line_error, babysit
+from tests.conftest import BABYSIT, FACES, assert_one_line_error, babysit_here
 from tests.orchestrator.tracking.mlflow_checks import assert_study_recorded, tree
 
 CONCURRENT_SPEC = """
@@ -120,7 +120,7 @@ def test_a_second_tracker_finds_the_runs_and_sends_nothing_twice(tmp_path):
 def test_an_unreachable_tracking_server_stops_the_study_before_any_trial(tmp_path, cache_dir):
     study = tmp_path / "study"
     uri = f"http://127.0.0.1:{free_port()}"
-    proc = babysit(
+    proc = babysit_here(
         "run", "faces", "--data", FACES, "--budget", "smoke", "--study-dir", study,
         "--tracking-uri", uri, cache=cache_dir, timeout=120,
     )  # fmt: skip
@@ -130,7 +130,7 @@ def test_an_unreachable_tracking_server_stops_the_study_before_any_trial(tmp_pat
 
 
 def test_a_tracking_uri_of_an_unknown_kind_is_one_line(tmp_path, cache_dir):
-    proc = babysit(
+    proc = babysit_here(
         "search", "faces", "--stage", "coarse", "--study-dir", tmp_path / "s",
         "--tracking-uri", "bogus://nowhere", cache=cache_dir, timeout=120,
     )  # fmt: skip
@@ -143,7 +143,7 @@ def test_eight_concurrent_trials_leave_every_reported_metric_in_sqlite(tmp_path,
     spec_file.write_text(CONCURRENT_SPEC)
     study = tmp_path / "study"
     args = ["search", spec_file, "--stage", "coarse", "--data", FACES, "--study-dir", study]
-    proc = babysit(*args, "--skip-sanity", cache=cache_dir)
+    proc = babysit_here(*args, "--skip-sanity", cache=cache_dir)
     assert proc.returncode == 0, proc.stderr
     assert "running 8" in proc.stdout  # all eight reported at once
     reported = set()
@@ -213,9 +213,11 @@ def test_babysit_ui_serves_the_study_store_on_localhost(tmp_path):
         wait_for(api)
         with urllib.request.urlopen(api) as reply:
             assert json.load(reply)["experiment"]["name"] == "faces"
-        busy = babysit("ui", folder.path, "--port", str(port), cache=tmp_path)
+        busy = babysit_here("ui", folder.path, "--port", str(port), cache=tmp_path)
         assert_one_line_error(busy, f"--port {port}", "pass another --port")
     finally:
         os.killpg(ui.pid, signal.SIGTERM)
         ui.wait(timeout=30)
-    assert_one_line_error(babysit("ui", tmp_path / "nothing", cache=tmp_path), "holds no study")
+    assert_one_line_error(
+        babysit_here("ui", tmp_path / "nothing", cache=tmp_path), "holds no study"
+    )
