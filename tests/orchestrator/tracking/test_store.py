@@ -20,7 +20,9 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from orchestrator.names import Step
+from orchestrator import session
+from orchestrator.names import BudgetName, Step
+from orchestrator.search.local_stage import LocalStageRunner
 from orchestrator.study.folder import StudyFolder
 from orchestrator.study.spec import load_spec
 from orchestrator.tracking.record import tracking_target
@@ -35,15 +37,14 @@ from orchestrator.tracking.store import (
 from tests.conftest import BABYSIT, FACES, assert_one_line_error, babysit_here
 from tests.orchestrator.tracking.mlflow_checks import assert_study_recorded, tree
 
-CONCURRENT_SPEC = """
-name: concurrent
+MANY_SPEC = """
+name: many
 trial: {dataset: faces, train_subset: 200}
 search_space:
   lr: {loguniform: [1.0e-3, 1.0e-1]}
   l2: {loguniform: [1.0e-5, 1.0e-3]}
 coarse: {trials: 8, epochs: 2, scheduler: {type: fifo}}
 fine: {trials: 2, epochs: 2}
-resources: {cpus_per_trial: 0.25, max_concurrent: 8}
 """
 
 
@@ -122,7 +123,7 @@ def test_an_unreachable_tracking_server_stops_the_study_before_any_trial(tmp_pat
     uri = f"http://127.0.0.1:{free_port()}"
     proc = babysit_here(
         "run", "faces", "--data", FACES, "--budget", "smoke", "--study-dir", study,
-        "--tracking-uri", uri, cache=cache_dir, timeout=120,
+        "--tracking-uri", uri, cache=cache_dir,
     )  # fmt: skip
     assert_one_line_error(proc, f"--tracking-uri '{uri}'", "start the server or fix the URI")
     assert "data " not in proc.stdout and not (study / "ray").exists()
@@ -132,28 +133,29 @@ def test_an_unreachable_tracking_server_stops_the_study_before_any_trial(tmp_pat
 def test_a_tracking_uri_of_an_unknown_kind_is_one_line(tmp_path, cache_dir):
     proc = babysit_here(
         "search", "faces", "--stage", "coarse", "--study-dir", tmp_path / "s",
-        "--tracking-uri", "bogus://nowhere", cache=cache_dir, timeout=120,
+        "--tracking-uri", "bogus://nowhere", cache=cache_dir,
     )  # fmt: skip
     assert_one_line_error(proc, "--tracking-uri 'bogus://nowhere'")
 
 
-@pytest.mark.slow
-def test_eight_concurrent_trials_leave_every_reported_metric_in_sqlite(tmp_path, cache_dir):
-    spec_file = tmp_path / "concurrent.yaml"
-    spec_file.write_text(CONCURRENT_SPEC)
-    study = tmp_path / "study"
-    args = ["search", spec_file, "--stage", "coarse", "--data", FACES, "--study-dir", study]
-    proc = babysit_here(*args, "--skip-sanity", cache=cache_dir)
-    assert proc.returncode == 0, proc.stderr
-    assert "running 8" in proc.stdout  # all eight reported at once
-    reported = set()
-    for result in (study / "ray" / "coarse").glob("*/result.json"):
-        for line in result.read_text().splitlines():
-            row = json.loads(line)
-            reported |= {(row["trial_id"], row["epoch"], k) for k in epoch_metrics(row)}
-    assert len(reported) >= 8 * 2 * 6
-    client = MlflowClient(embedded_uri(study))
-    ((_, children),) = tree(embedded_uri(study), "concurrent").values()
+def test_every_metric_a_trial_reports_reaches_sqlite_exactly_once(tmp_path, cache_dir):
+    """Live records from the trials, then the stage's record from its tables: each epoch's
+    metrics once, however the two overlap."""
+    spec_file = tmp_path / "many.yaml"
+    spec_file.write_text(MANY_SPEC)
+    folder = StudyFolder(tmp_path / "study")
+    spec = load_spec(str(spec_file)).with_changes(trial={"data": str(FACES)})
+    lines: list[str] = []
+    options = session.SessionOptions(cache_dir, echo=lines.append, runner=LocalStageRunner())
+    session.run_new(spec, folder, Step.COARSE, BudgetName.FULL, options, skip_sanity=True)
+    client = MlflowClient(embedded_uri(folder.path))
+    ((_, children),) = tree(embedded_uri(folder.path), "many").values()
+    epochs = folder.read_stage("coarse").epochs
+    expected = {
+        (row["trial_id"], int(row["epoch"]), k)
+        for row in epochs.to_dict("records")
+        for k in epoch_metrics(row)
+    }
     stored = set()
     for run in children:
         trial = run.data.tags["trial_id"]
@@ -161,36 +163,37 @@ def test_eight_concurrent_trials_leave_every_reported_metric_in_sqlite(tmp_path,
             history = client.get_metric_history(run.info.run_id, key)
             assert len(history) == len({m.step for m in history}), f"{trial} {key} twice"
             stored |= {(trial, m.step, key) for m in history}
-    assert stored == reported
+    assert len(children) == 8 and len(expected) >= 8 * 2 * 6 and stored == expected
 
 
 @pytest.mark.slow
 def test_a_real_mlflow_server_gets_the_whole_tree_even_when_it_dies_mid_study(tmp_path, cache_dir):
     port = free_port()
     uri = f"http://127.0.0.1:{port}"
-    study = tmp_path / "study"
-    args = ["run", "faces", "--data", FACES, "--budget", "smoke", "--study-dir", study]
-    args.append("--skip-sanity")
-    env = {**os.environ, "BABYSITTER_CACHE": str(cache_dir), "MLFLOW_TRACKING_URI": uri}
-    with mlflow_server(tmp_path, port) as server:
-        driver = subprocess.Popen(
-            [*BABYSIT, *map(str, args)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True,
-        )  # fmt: skip
-        deadline = time.monotonic() + 120
-        while not list((study / "ray" / "coarse").glob("*/result.json")):
-            assert driver.poll() is None, driver.communicate()
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
-        os.killpg(server.pid, signal.SIGKILL)
-        server.wait()
-        time.sleep(2)
-        with mlflow_server(tmp_path, port):
-            out, err = driver.communicate(timeout=240)
-            assert driver.returncode == 0, err
-            assert f"{uri} unreachable" in out and "recorded after the outage" in out, out
-            assert_study_recorded(uri, "faces", study)
-            assert json.loads((study / "study.json").read_text())["tracking_uri"] == uri
+    folder = StudyFolder(tmp_path / "study")
+    spec = load_spec("faces").with_changes(trial={"data": str(FACES)})
+    out: list[str] = []
+    restarted = contextlib.ExitStack()
+
+    def echo(line: str) -> None:
+        """The study's own output; the first finished trial kills the server (so the coarse
+        stage ends while it is away), the fine stage brings a new one up on the same store."""
+        out.append(line)
+        if line.startswith("coarse   1/4 done"):
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+        if line.startswith("fine   2 trials"):
+            restarted.enter_context(mlflow_server(tmp_path, port))
+
+    options = session.SessionOptions(
+        cache_dir, tracking_uri=uri, echo=echo, runner=LocalStageRunner()
+    )
+    with mlflow_server(tmp_path, port) as server, restarted:
+        session.run_new(spec, folder, Step.FINAL, BudgetName.SMOKE, options, skip_sanity=True)
+        text = "\n".join(out)
+        assert f"{uri} unreachable" in text and "recorded after the outage" in text, text
+        assert_study_recorded(uri, "faces", folder.path)
+        assert folder.read_state().tracking_uri == uri
 
 
 def test_babysit_ui_serves_the_study_store_on_localhost(tmp_path):
