@@ -19,6 +19,7 @@ from pathlib import Path
 
 from orchestrator.cli import default_cache_dir
 from orchestrator.cluster.ray_runtime import ray_runtime
+from orchestrator.search.local_stage import LocalStageRunner
 from orchestrator.search.ray_stage import RayStageRunner
 from orchestrator.search.results import rank
 from orchestrator.search.stage import StageRun
@@ -35,7 +36,14 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--train-subset", type=int, default=None)
     parser.add_argument("--data", type=Path, default=FACES)
+    parser.add_argument(
+        "--runner",
+        choices=["ray", "local"],
+        default="ray",
+        help="local: trials one after another in this process (checks the script, not Ray)",
+    )
     args = parser.parse_args()
+    runner = RayStageRunner() if args.runner == "ray" else LocalStageRunner()
 
     trial = {"data": str(args.data)}
     if args.train_subset:
@@ -46,7 +54,7 @@ def main() -> None:
     print(f"data   {data.summary()}; {slots} trial slots (1 CPU each)")
 
     stats = {}
-    with ray_runtime(), tempfile.TemporaryDirectory() as storage:
+    with ray_runtime(needed=args.runner == "ray"), tempfile.TemporaryDirectory() as storage:
         for name in ("asha", "fifo"):
             stage = Stage(
                 trials=args.trials,
@@ -57,7 +65,7 @@ def main() -> None:
                 name, stage, spec.space(), spec.base_config(), spec.resources, 0, Path(storage)
             )
             start = time.perf_counter()
-            tables = RayStageRunner().run(run, data, StudyObserver())
+            tables = runner.run(run, data, StudyObserver())
             trials, epochs = tables.trials, tables.epochs
             wall = time.perf_counter() - start
             training = float(epochs["epoch_seconds"].sum())

@@ -17,6 +17,7 @@ from pathlib import Path
 from orchestrator.cli import default_cache_dir
 from orchestrator.cluster.ray_runtime import ray_runtime
 from orchestrator.names import BudgetName, Step
+from orchestrator.search.local_stage import LocalStageRunner
 from orchestrator.search.ray_stage import RayStageRunner
 from orchestrator.session import load_study_data
 from orchestrator.study.folder import StudyFolder
@@ -34,12 +35,19 @@ def main() -> None:
     parser.add_argument("--budget", choices=[str(b) for b in BudgetName], default="demo")
     parser.add_argument("--data", type=Path, default=FACES)
     parser.add_argument("--target", choices=[Step.COARSE, Step.FINAL], type=Step, default="final")
+    parser.add_argument(
+        "--runner",
+        choices=["ray", "local"],
+        default="ray",
+        help="local: trials one after another in this process (checks the script, not Ray)",
+    )
     args = parser.parse_args()
+    runner = RayStageRunner() if args.runner == "ray" else LocalStageRunner()
 
     spec = load_spec("faces").with_changes(trial={"data": str(args.data)})
     spec, data = load_study_data(spec, args.budget, default_cache_dir(), print)
     walls = {}
-    with ray_runtime(), tempfile.TemporaryDirectory() as root:
+    with ray_runtime(needed=args.runner == "ray"), tempfile.TemporaryDirectory() as root:
         for mode in ("off", "on"):
             folder = StudyFolder(Path(root) / mode)
             start = time.perf_counter()
@@ -48,7 +56,7 @@ def main() -> None:
             if mode == "on":
                 target = tracking_target(folder, spec, None, folder.study_id())
                 observers.append(MlflowObserver(connect(target, print), folder, spec, print))
-            study = Study(folder, spec, data, RayStageRunner(), observers, skip_sanity=True)
+            study = Study(folder, spec, data, runner, observers, skip_sanity=True)
             summary = study.run(args.target)
             walls[mode] = time.perf_counter() - start
             outcome = (summary.final or {}).get("test_accuracy", float("nan"))

@@ -25,8 +25,13 @@ CIFAR10 = SHARED_DATA / "cifar10-jpg.tar.gz"
 
 
 @pytest.fixture(scope="session")
-def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("cache")
+def cache_dir() -> Path:
+    """Decoded data sets, kept between test runs (entries are keyed by the archive's bytes, so
+    a stale one is never read); BABYSITTER_TEST_CACHE moves it."""
+    default = Path.home() / ".cache" / "babysitter-tests"
+    path = Path(os.environ.get("BABYSITTER_TEST_CACHE", default))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,8 @@ def test_bench_tracking_prints_the_on_off_ratio(cache_dir):
         "coarse",
         "--data",
         str(FACES),
+        "--runner",
+        "local",
         cache=cache_dir,
     )
     assert proc.returncode == 0, proc.stderr

@@ -28,7 +28,7 @@ from orchestrator.study.observer import StudyObserver
 from orchestrator.study.pipeline import Study
 from orchestrator.study.spec import PRESETS, parse_spec
 from orchestrator.tracking.store import embedded_uri
-from tests.conftest import BABYSIT, FACES, assert_one_line_error, babysit, babysit_here
+from tests.conftest import BABYSIT, FACES, assert_one_line_error, babysit_here
 from tests.orchestrator import planted
 from tests.orchestrator.tracking.mlflow_checks import assert_stage_recorded, assert_study_recorded
 from trainables.datasets import load_data
@@ -49,7 +49,7 @@ retries: 1
 
 
 @pytest.mark.slow
-def test_a_trial_that_raises_is_retried_from_its_checkpoint_and_the_study_completes(
+def test_a_trial_that_raises_is_retried_from_its_checkpoint_and_the_stage_completes(
     tmp_path, cache_dir, local_ray
 ):
     cloudpickle.register_pickle_by_value(planted)
@@ -60,7 +60,7 @@ def test_a_trial_that_raises_is_retried_from_its_checkpoint_and_the_study_comple
     folder.create(spec, Step.FINAL)
     runner = RayStageRunner(planted.flaky_trainable(markers))
     study = Study(folder, spec, data, runner, [ConsoleObserver()], skip_sanity=True)
-    summary = study.run().to_dict()
+    summary = study.run(Step.COARSE).to_dict()  # the fine stage and final: test_study_api
 
     coarse = pd.read_parquet(folder.results / "coarse.parquet").set_index("lr")
     once = coarse.loc[planted.FAILS_ONCE_LR]
@@ -73,9 +73,7 @@ def test_a_trial_that_raises_is_retried_from_its_checkpoint_and_the_study_comple
     always = coarse.loc[planted.ALWAYS_FAILS_LR]
     assert always["status"] == "errored" and "planted: this trial always fails" in always["error"]
 
-    assert summary["coarse"]["lr"] == summary["fine"]["lr"] == planted.FAILS_ONCE_LR
-    assert summary["final"]["config"]["lr"] == planted.FAILS_ONCE_LR
-    assert summary["final"]["test_accuracy"] > 0.5
+    assert summary["coarse"]["lr"] == planted.FAILS_ONCE_LR
 
 
 def auto_lr_spec(folder: Path) -> Path:
@@ -93,7 +91,7 @@ def test_run_smoke_study_end_to_end_then_rerun_is_a_no_op(tmp_path, cache_dir):
     study = tmp_path / "study"
     spec_file = auto_lr_spec(tmp_path)
     args = ["run", spec_file, "--data", FACES, "--budget", "smoke", "--study-dir", study]
-    proc = babysit(*args, cache=cache_dir)
+    proc = babysit_here(*args, cache=cache_dir)
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     for fragment in ("coarse   4/4 done", "fine     2/2 done", "narrow", "chosen", "test accuracy"):
