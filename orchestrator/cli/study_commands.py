@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -171,7 +172,10 @@ def ui(study_dir: Path | None, host: str, port: int) -> None:
     command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri"]
     command += [embedded_uri(folder.path), "--host", host, "--port", str(port), "--workers", "1"]
     click.echo(f"MLflow UI for {folder.path} at http://{host}:{port} (Ctrl-C stops it)")
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # Training runs need none of the server's GenAI job workers; without them it starts in
+    # about 6 s instead of 11 s here (set the variable to true to keep them).
+    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a plain `kill` stops the UI too
     try:
         code = server.wait()

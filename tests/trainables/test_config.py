@@ -1,6 +1,6 @@
 import pytest
 
-from trainables.config import TrialConfig, default, field_names
+from trainables.config import TrialConfig
 from trainables.errors import ConfigError
 
 
@@ -34,8 +34,3 @@ def test_replace_validates_and_rejects_unknown_settings():
         config.replace(lr=0)
     with pytest.raises(ConfigError, match="unknown setting 'learning_rate'"):
         config.replace(learning_rate=0.1)
-
-
-def test_defaults_come_from_the_dataclass():
-    config = TrialConfig()
-    assert {name: default(name) for name in field_names()} == config.to_dict()

@@ -9,6 +9,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import click
 import pytest
 
 from tests.conftest import BABYSIT, FACES, assert_one_line_error, babysit_here, write_image_tree
@@ -135,3 +136,15 @@ def test_help_is_useful():
     sub = subprocess.run([*BABYSIT, "train", "--help"], capture_output=True, text=True)
     for option in ("--lr", "--l2", "--batch-norm / --no-batch-norm", "--resume", "[default: 0.01]"):
         assert option in sub.stdout
+
+
+def test_train_options_default_to_the_trial_configs_defaults():
+    """`babysit train --help` shows TrialConfig's defaults, and omitting an option trains
+    with them: one place for each default."""
+    from orchestrator.cli.train_command import train
+    from trainables.config import default, field_names
+
+    options = {p.name: p.default for p in train.params if isinstance(p, click.Option)}
+    shared = set(options) & set(field_names())
+    assert len(shared) == len(field_names()) - 1  # every setting but the DATASET argument
+    assert {name: options[name] for name in shared} == {name: default(name) for name in shared}

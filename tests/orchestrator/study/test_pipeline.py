@@ -3,7 +3,6 @@ runs it (including a driver killed with SIGKILL and resumed)."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 from ray import cloudpickle
 
 from orchestrator.console import ConsoleObserver
@@ -30,7 +30,7 @@ from orchestrator.study.spec import PRESETS, parse_spec
 from orchestrator.tracking.store import embedded_uri
 from tests.conftest import BABYSIT, FACES, assert_one_line_error, babysit_here
 from tests.orchestrator import planted
-from tests.orchestrator.tracking.mlflow_checks import assert_stage_recorded, assert_study_recorded
+from tests.orchestrator.tracking.mlflow_checks import assert_study_recorded
 from trainables.datasets import load_data
 from trainables.errors import BabysitterError
 from trainables.status import FINISHED
@@ -77,95 +77,20 @@ def test_a_trial_that_raises_is_retried_from_its_checkpoint_and_the_stage_comple
 
 
 def auto_lr_spec(folder: Path) -> Path:
-    """The faces preset with ``lr: auto`` and an l2 range that lets a smoke study learn."""
+    """The faces preset with ``lr: auto``, an l2 range that lets a small study learn, and a
+    coarse stage of 8 two-epoch trials (FIFO), long enough to be killed in the middle."""
     text = (PRESETS / "faces.yaml").read_text()
     text = text.replace("lr: {loguniform: [1.0e-6, 1.0e-3]}", "lr: auto")
     text = text.replace("l2: {loguniform: [1.0e-5, 10.0]}", "l2: {loguniform: [1.0e-5, 1.0e-2]}")
     assert text.count("auto") == 1 and "1.0e-2]" in text
-    (folder / "faces.yaml").write_text(text)
+    spec = yaml.safe_load(text)
+    spec["trial"]["train_subset"] = 600
+    spec["coarse"] = {"trials": 8, "epochs": 2, "scheduler": {"type": "fifo"}}
+    spec["fine"] = {"trials": 4, "epochs": 2}  # widened past the probe's range, some diverge
+    spec["final"] = {"epochs": 2}
+    spec["narrowing"] = {"top_k": 3}
+    (folder / "faces.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     return folder / "faces.yaml"
-
-
-@pytest.mark.slow
-def test_run_smoke_study_end_to_end_then_rerun_is_a_no_op(tmp_path, cache_dir):
-    study = tmp_path / "study"
-    spec_file = auto_lr_spec(tmp_path)
-    args = ["run", spec_file, "--data", FACES, "--budget", "smoke", "--study-dir", study]
-    proc = babysit_here(*args, cache=cache_dir)
-    assert proc.returncode == 0, proc.stderr
-    out = proc.stdout
-    for fragment in ("coarse   4/4 done", "fine     2/2 done", "narrow", "chosen", "test accuracy"):
-        assert fragment in out
-    assert out.index("sanity   passed") < out.index("coarse   0/4 done")
-    loss = float(re.search(r"PASS  initial_loss +loss ([0-9.]+),", out).group(1))
-    assert abs(loss - math.log(2)) < 0.1
-    for check in ("regularization", "overfit", "lr_probe", "update_ratio", "beats_chance"):
-        assert re.search(rf"PASS  {check} ", out), out
-    assert out.count("   expected ") == 7 and out.count("if not: ") + out.count("means: ") == 7
-    sanity = json.loads((study / "sanity.json").read_text())
-    low, high = sanity["lr_range"]
-    assert sanity["passed"] and f"proposed coarse lr range: [{low:.0e}, {high:.0e}]" in out
-    assert f"sanity   lr: auto -> coarse lr loguniform[{low:g}, {high:g}]" in out
-    assert (study / "sanity_lr_probe.png").read_bytes()[:4] == b"\x89PNG"
-    coarse = pd.read_parquet(study / "results" / "coarse.parquet")
-    assert coarse["lr"].between(low, high).all()
-    assert "lr: auto" in (study / "spec.yaml").read_text()
-    fine = pd.read_parquet(study / "results" / "fine.parquet")
-    assert len(coarse) == coarse["trial_id"].nunique() == 4 and len(fine) == 2
-    assert set(coarse["status"]) <= set(FINISHED) and (coarse["train_subset"] == 600).all()
-    narrowing = json.loads((study / "narrowing.json").read_text())
-    assert [d["name"] for d in narrowing["decisions"]] == ["lr", "l2"]
-    fine_lr = narrowing["fine_space"]["lr"]["loguniform"]
-    assert fine["lr"].between(*fine_lr).all()
-    assert "budget: smoke" in (study / "spec.yaml").read_text()
-    test = json.loads((study / "final" / "test_metrics.json").read_text())
-    assert sum(test["support"]) == 1396
-    store = embedded_uri(study)
-    assert_study_recorded(store, "faces", study)
-
-    again = babysit_here(*args, cache=cache_dir)
-    assert again.returncode == 0, again.stderr
-    assert "coarse already finished" in again.stdout and "final  already trained" in again.stdout
-    assert "sanity   checking" not in again.stdout and "coarse lr loguniform" in again.stdout
-    shown = babysit_here("sanity", *args[1:], cache=cache_dir)
-    assert shown.returncode == 0 and "sanity   already passed" in shown.stdout
-    assert json.loads((study / "sanity.json").read_text()) == sanity
-    assert pd.read_parquet(study / "results" / "coarse.parquet").equals(coarse)
-    assert_study_recorded(store, "faces", study)
-
-    synced = babysit_here("sync", study, cache=cache_dir)
-    assert synced.returncode == 0 and "up to date" in synced.stdout
-    state = json.loads((study / "study.json").read_text())
-    (study / "study.json").write_text(json.dumps({**state, "recorded": []}))
-    synced = babysit_here("sync", study, cache=cache_dir)
-    assert synced.returncode == 0 and "recorded: sanity, coarse, fine, final" in synced.stdout
-    assert_study_recorded(store, "faces", study)  # sent again: still once each
-    elsewhere = babysit_here(
-        "resume", study, "--tracking-uri", "http://127.0.0.1:9", cache=cache_dir
-    )
-    assert_one_line_error(elsewhere, "records to 'sqlite:///", "drop the option")
-
-    export = tmp_path / "trials.csv"
-    proc = babysit_here("results", study, "--out", export, cache=cache_dir)
-    assert proc.returncode == 0 and "wrote 6 rows" in proc.stdout
-    table = pd.read_csv(export)
-    assert {"trial_id", "status", "lr", "l2", "val_acc", "stage"} <= set(table.columns)
-    printed = babysit_here("results", study, "--stage", "fine", "--epochs", cache=cache_dir)
-    assert printed.returncode == 0 and "update_ratio/conv1" in printed.stdout
-
-    other = babysit_here(*args[:-3], "demo", "--study-dir", study, cache=cache_dir)
-    assert_one_line_error(other, "holds a study with budget='smoke', now budget='demo'")
-
-
-KILL_SPEC = """
-name: killme
-trial: {dataset: faces, train_subset: 600}
-search_space:
-  lr: {loguniform: [1.0e-3, 1.0e-1]}
-  l2: {loguniform: [1.0e-5, 1.0e-3]}
-coarse: {trials: 8, epochs: 2, scheduler: {type: fifo}}
-fine: {trials: 2, epochs: 2}
-"""
 
 
 def _committed_finished(experiment: Path) -> set[str]:
@@ -194,53 +119,125 @@ def _reports(experiment: Path) -> dict[str, int]:
     return counts
 
 
-@pytest.mark.slow
-def test_sigkilled_driver_resumes_without_rerunning_or_losing_trials(tmp_path, cache_dir):
-    spec_file = tmp_path / "killme.yaml"
-    spec_file.write_text(KILL_SPEC)
-    study = tmp_path / "study"
+def _run_until_killed(args: list, study: Path, cache_dir: Path) -> tuple[str, dict]:
+    """Start ``babysit ARGS`` and SIGKILL it with its local Ray runtime (its process group, as
+    a scheduler ends a job) once two coarse trials are finished for good: its output and the
+    finished trials' report counts."""
     env = {**os.environ, "BABYSITTER_CACHE": str(cache_dir)}
-    args = ["search", spec_file, "--stage", "coarse", "--data", FACES, "--study-dir", study]
-    args.append("--skip-sanity")
     driver = subprocess.Popen(
         [*BABYSIT, *map(str, args)],
         env=env,
-        stdout=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
+        text=True,
         start_new_session=True,
     )
     experiment = study / "ray" / "coarse"
-    deadline = time.monotonic() + 180
-    while len(_committed_finished(experiment)) < 2:
-        assert driver.poll() is None, "the stage ended before the kill"
-        assert time.monotonic() < deadline, "no trial finished in time"
-        time.sleep(0.2)
-    driver.send_signal(signal.SIGKILL)
-    driver.wait()
-    leftovers = driver.pid  # the killed driver's Ray agents outlive it in its process group
+    deadline = time.monotonic() + 240
+    try:
+        while len(_committed_finished(experiment)) < 2:
+            assert driver.poll() is None, "the stage ended before the kill"
+            assert time.monotonic() < deadline, "no trial finished in time"
+            time.sleep(0.2)
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)
+        out = driver.communicate()[0]
     finished = _committed_finished(experiment)
-    before = {trial: n for trial, n in _reports(experiment).items() if trial in finished}
+    return out, {trial: n for trial, n in _reports(experiment).items() if trial in finished}
+
+
+@pytest.mark.slow
+def test_a_study_killed_mid_stage_resumes_then_reruns_as_a_no_op(tmp_path, cache_dir):
+    """The whole recipe on Ray as a user runs it: sanity checks and `lr: auto`, the driver
+    SIGKILLed during the coarse stage, `babysit resume`, then every command on the result."""
+    study = tmp_path / "study"
+    spec_file = auto_lr_spec(tmp_path)
+    args = ["run", spec_file, "--data", FACES, "--study-dir", study]
+    killed, before = _run_until_killed(args, study, cache_dir)
+    assert killed.index("sanity   passed") < killed.index("coarse   0/8 done")
+    loss = float(re.search(r"PASS  initial_loss +loss ([0-9.]+),", killed).group(1))
+    assert abs(loss - math.log(2)) < 0.1
+    for check in ("regularization", "overfit", "lr_probe", "update_ratio", "beats_chance"):
+        assert re.search(rf"PASS  {check} ", killed), killed
+    assert killed.count("   expected ") == 7
+    assert killed.count("if not: ") + killed.count("means: ") == 7
+    sanity = json.loads((study / "sanity.json").read_text())
+    low, high = sanity["lr_range"]
+    assert sanity["passed"] and f"proposed coarse lr range: [{low:.0e}, {high:.0e}]" in killed
+    assert f"sanity   lr: auto -> coarse lr loguniform[{low:g}, {high:g}]" in killed
+    assert (study / "sanity_lr_probe.png").read_bytes()[:4] == b"\x89PNG"
     assert not (study / "results" / "coarse.parquet").exists()
 
-    try:
-        proc = babysit_here("resume", study, cache=cache_dir)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(leftovers, signal.SIGKILL)
+    proc = babysit_here("resume", study, cache=cache_dir)
     assert proc.returncode == 0, proc.stderr
-    assert "resuming the interrupted stage" in proc.stdout
-    assert "narrow" not in proc.stdout  # the study was started for the coarse stage only
-    assert not (study / "results" / "fine.parquet").exists()
-    trials = pd.read_parquet(study / "results" / "coarse.parquet")
-    assert len(trials) == trials["trial_id"].nunique() == 8
-    assert set(trials["status"]) == {"completed"}
-    after = _reports(experiment)
+    out = proc.stdout
+    assert "resuming the interrupted stage" in out and "sanity   checking" not in out
+    for fragment in ("coarse   8/8 done", "fine     4/4 done", "narrow", "chosen", "test accuracy"):
+        assert fragment in out
+    coarse = pd.read_parquet(study / "results" / "coarse.parquet")
+    assert len(coarse) == coarse["trial_id"].nunique() == 8
+    assert set(coarse["status"]) == {"completed"} and (coarse["train_subset"] == 600).all()
+    assert coarse["lr"].between(low, high).all()
+    after = _reports(study / "ray" / "coarse")
     assert len(before) >= 2 and before.keys() < after.keys() and len(after) == 8
     for name, reports in before.items():
         assert after[name] == reports, f"{name} was rerun after the kill"
     epochs = pd.read_parquet(study / "results" / "coarse_epochs.parquet")
     assert not epochs.duplicated(["trial_id", "epoch"]).any()
-    assert_stage_recorded(embedded_uri(study), "killme", study, "coarse")  # no RUNNING, no twice
+    assert "lr: auto" in (study / "spec.yaml").read_text()
+    fine = pd.read_parquet(study / "results" / "fine.parquet")
+    assert len(fine) == 4 and set(fine["status"]) <= set(FINISHED)
+    narrowing = json.loads((study / "narrowing.json").read_text())
+    assert [d["name"] for d in narrowing["decisions"]] == ["lr", "l2"]
+    assert fine["lr"].between(*narrowing["fine_space"]["lr"]["loguniform"]).all()
+    test = json.loads((study / "final" / "test_metrics.json").read_text())
+    assert sum(test["support"]) == 1396
+    store = embedded_uri(study)
+    assert_study_recorded(store, "faces", study)  # no run twice, none left RUNNING
+
+    again = babysit_here(*args, cache=cache_dir)
+    assert again.returncode == 0, again.stderr
+    assert "coarse already finished" in again.stdout and "final  already trained" in again.stdout
+    assert "sanity   checking" not in again.stdout and "coarse lr loguniform" in again.stdout
+    shown = babysit_here("sanity", *args[1:], cache=cache_dir)
+    assert shown.returncode == 0 and "sanity   already passed" in shown.stdout
+    assert json.loads((study / "sanity.json").read_text()) == sanity
+    assert pd.read_parquet(study / "results" / "coarse.parquet").equals(coarse)
+    assert_study_recorded(store, "faces", study)
+
+    synced = babysit_here("sync", study, cache=cache_dir)
+    assert synced.returncode == 0 and "up to date" in synced.stdout
+    state = json.loads((study / "study.json").read_text())
+    (study / "study.json").write_text(json.dumps({**state, "recorded": []}))
+    synced = babysit_here("sync", study, cache=cache_dir)
+    assert synced.returncode == 0 and "recorded: sanity, coarse, fine, final" in synced.stdout
+    assert_study_recorded(store, "faces", study)  # sent again: still once each
+    elsewhere = babysit_here(
+        "resume", study, "--tracking-uri", "http://127.0.0.1:9", cache=cache_dir
+    )
+    assert_one_line_error(elsewhere, "records to 'sqlite:///", "drop the option")
+
+    export = tmp_path / "trials.csv"
+    proc = babysit_here("results", study, "--out", export, cache=cache_dir)
+    assert proc.returncode == 0 and "wrote 12 rows" in proc.stdout
+    table = pd.read_csv(export)
+    assert {"trial_id", "status", "lr", "l2", "val_acc", "stage"} <= set(table.columns)
+    printed = babysit_here("results", study, "--stage", "fine", "--epochs", cache=cache_dir)
+    assert printed.returncode == 0 and "update_ratio/conv1" in printed.stdout
+
+    other = babysit_here(*args, "--budget", "demo", cache=cache_dir)
+    assert_one_line_error(other, "holds a study with budget='full', now budget='demo'")
+
+
+KILL_SPEC = """
+name: killme
+trial: {dataset: faces, train_subset: 600}
+search_space:
+  lr: {loguniform: [1.0e-3, 1.0e-1]}
+  l2: {loguniform: [1.0e-5, 1.0e-3]}
+coarse: {trials: 8, epochs: 2, scheduler: {type: fifo}}
+fine: {trials: 2, epochs: 2}
+"""
 
 
 def test_study_errors_are_one_line(tmp_path, cache_dir):

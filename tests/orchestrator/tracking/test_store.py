@@ -74,8 +74,13 @@ def mlflow_server(root: Path, port: int) -> Iterator[subprocess.Popen]:
     command += ["--port", str(port), "--workers", "1"]
     command += ["--backend-store-uri", f"sqlite:///{root / 'server.db'}"]
     command += ["--artifacts-destination", str(root / "artifacts")]
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # as `babysit ui`
     server = subprocess.Popen(
-        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        command,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        env=env,
     )
     try:
         wait_for(f"http://127.0.0.1:{port}/health")
