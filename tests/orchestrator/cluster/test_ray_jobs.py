@@ -15,7 +15,7 @@ import pytest
 from mlflow import MlflowClient
 
 from orchestrator.tracking.store import embedded_uri
-from tests.conftest import BABYSIT, CIFAR10, assert_one_line_error
+from tests.conftest import BABYSIT, FACES, assert_one_line_error
 from tests.orchestrator.tracking.mlflow_checks import assert_study_recorded
 from tests.orchestrator.tracking.test_store import free_port
 
@@ -73,26 +73,39 @@ def job_count(cluster: Cluster) -> int:
     return int(listed.stdout.strip().splitlines()[-1].split()[0].lstrip("("))
 
 
+JOB_SPEC = """
+name: twonodes
+trial: {dataset: faces, train_subset: 300}
+search_space:
+  lr: {loguniform: [1.0e-3, 1.0e-1]}
+  l2: {loguniform: [1.0e-5, 1.0e-3]}
+coarse: {trials: 2, epochs: 1}
+fine: {trials: 2, epochs: 1}
+final: {epochs: 1}
+"""
+
+
 @pytest.mark.slow
-def test_a_cifar10_smoke_study_runs_as_a_ray_job_on_both_nodes(cluster, tmp_path):
-    """Also the search issue's "`babysit run cifar10 --budget smoke` completes": the job is
-    exactly that command."""
+def test_a_study_runs_as_a_ray_job_on_both_nodes(cluster, tmp_path):
+    """Two trials at a time on two one-CPU nodes: each stage uses both."""
     study = tmp_path / "study"
+    spec_file = tmp_path / "twonodes.yaml"
+    spec_file.write_text(JOB_SPEC)
     proc = babysit_on(
-        cluster, "submit", "cifar10", "--address", cluster.address, "--data", CIFAR10,
-        "--budget", "smoke", "--study-dir", study, "--skip-sanity", "--follow",
+        cluster, "submit", spec_file, "--address", cluster.address, "--data", FACES,
+        "--study-dir", study, "--skip-sanity", "--follow",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
     job = proc.stdout.split()[1]
     assert f"job      {job} SUCCEEDED" in proc.stdout
-    assert "test accuracy" in proc.stdout and "(10000 images)" in proc.stdout
+    assert "test accuracy" in proc.stdout and "(1396 images)" in proc.stdout
     coarse = pd.read_parquet(study / "results" / "coarse.parquet")
     fine = pd.read_parquet(study / "results" / "fine.parquet")
-    assert len(coarse) == coarse["trial_id"].nunique() == 4
+    assert len(coarse) == coarse["trial_id"].nunique() == 2
     assert pd.concat([coarse, fine])["node_id"].nunique() == 2  # trials ran on both nodes
     assert f"cluster  all 2 Ray nodes see the study folder {study}" in proc.stdout
     assert not list(tmp_path.glob(".babysitter-shared-*"))  # the probe's marker is gone
-    assert_study_recorded(embedded_uri(study), "cifar10", study)
+    assert_study_recorded(embedded_uri(study), "twonodes", study)
 
     status = babysit_on(cluster, "jobs", "status", job, "--address", cluster.address)
     assert status.returncode == 0 and f"{job}  SUCCEEDED" in status.stdout
@@ -100,7 +113,7 @@ def test_a_cifar10_smoke_study_runs_as_a_ray_job_on_both_nodes(cluster, tmp_path
     assert logs.returncode == 0 and "test accuracy" in logs.stdout
     assert cluster.token not in proc.stdout + proc.stderr + logs.stdout
     client = MlflowClient(embedded_uri(study))
-    for run in client.search_runs([client.get_experiment_by_name("cifar10").experiment_id]):
+    for run in client.search_runs([client.get_experiment_by_name("twonodes").experiment_id]):
         recorded = {**run.data.params, **run.data.tags}
         assert not any(cluster.token in str(v) for v in recorded.values())
 
