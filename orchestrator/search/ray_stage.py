@@ -28,9 +28,10 @@ from orchestrator.search.results import (
 from orchestrator.search.stage import StageRun, Tally
 from orchestrator.study.observer import StudyObserver, TrialInfo
 from trainables.datasets import DataSplits
+from trainables.errors import BabysitterError
 
-# The observers of the stages running in this process, by stage folder: Tune pickles its
-# callbacks with the experiment, so the callback holds only the key, and a restored stage
+# The observers of the stage running in this process, by stage name: Tune pickles its
+# callbacks with the experiment, so the callback holds only the name, and a restored stage
 # reports to whoever watches the process that resumed it.
 _LISTENERS: dict[str, StudyObserver] = {}
 
@@ -49,23 +50,33 @@ class RayStageRunner:
             tune.with_parameters(self.trainable, base=base, data=data),
             {"cpu": run.resources.cpus_per_trial, "gpu": run.resources.gpus_per_trial},
         )
-        key = str(run.path)
-        _LISTENERS[key] = events
+        _LISTENERS[run.name] = events
         try:
             if tune.Tuner.can_restore(run.path):
                 events.stage_resumed(run.name, run.path)
-                tuner = tune.Tuner.restore(str(run.path), trainable=wrapped, resume_errored=False)
+                tuner = _restored_tuner(run, wrapped)
             else:
-                callback = TuneEvents(key, run.name, run.stage.epochs, run.trial_count)
+                callback = TuneEvents(run.name, run.stage.epochs, run.trial_count)
                 tuner = _new_tuner(run, wrapped, callback)
             tuner.fit()
         finally:
-            _LISTENERS.pop(key, None)
+            _LISTENERS.pop(run.name, None)
             events.stage_ended(run.name)
         trials = tune.ExperimentAnalysis(str(run.path)).trials
         return stage_tables(
             run.name, [_record(t, run.stage.epochs) for t in trials], base.to_dict()
         )
+
+
+def _restored_tuner(run: StageRun, trainable: Any) -> tune.Tuner:
+    try:
+        return tune.Tuner.restore(str(run.path), trainable=trainable, resume_errored=False)
+    except (ImportError, AttributeError) as exc:  # pickled by a babysitter of other modules
+        raise BabysitterError(
+            f"the interrupted {run.name} stage in {run.path} was saved by another babysitter "
+            f"version and cannot be restored ({type(exc).__name__}: {exc}); delete that folder "
+            "to run the stage again (its finished trials are lost), or finish it with that version"
+        ) from None
 
 
 def _new_tuner(run: StageRun, trainable: Any, callback: tune.Callback) -> tune.Tuner:
@@ -95,8 +106,8 @@ def _new_tuner(run: StageRun, trainable: Any, callback: tune.Callback) -> tune.T
 class TuneEvents(tune.Callback):
     """Tune's trial events as the study's observer hooks."""
 
-    def __init__(self, key: str, stage: str, epochs: int, total: int) -> None:
-        self.key, self.stage, self.epochs, self.total = key, stage, epochs, total
+    def __init__(self, stage: str, epochs: int, total: int) -> None:
+        self.stage, self.epochs, self.total = stage, epochs, total
         self.setup()
 
     def setup(self, **info: Any) -> None:
@@ -105,7 +116,7 @@ class TuneEvents(tune.Callback):
 
     @property
     def events(self) -> StudyObserver:
-        return _LISTENERS.get(self.key) or StudyObserver()
+        return _LISTENERS.get(self.stage) or StudyObserver()
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.events.trial_started(self.stage, _info(trial))

@@ -254,10 +254,13 @@ class StudyFolder:
         data is decoded or trial started."""
         if not self.exists():
             return
-        self.read_state(), self.read_sanity(), self.read_narrowing()
+        self.read_state()
+        self.read_sanity()
+        self.read_narrowing()
         for stage in SEARCH_STAGES:
             self.read_stage(stage)
-        self.read_final(), self.read_summary()
+        self.read_final()
+        self.read_summary()
 
     # the steps' records
 

@@ -206,3 +206,19 @@ def test_writes_are_atomic_and_leave_no_temporary_files(tmp_path):
     before = pd.read_parquet(FIXTURE / "results" / "coarse.parquet")
     assert folder.read_stage("coarse").trials.equals(before)
     assert folder.read_narrowing().to_dict() == json.loads((FIXTURE / "narrowing.json").read_text())
+
+
+def test_a_stage_interrupted_under_an_earlier_version_is_one_line(tmp_path, spec, data):
+    """Tune pickles its callbacks with the experiment; the previous main's lived in modules
+    that are gone, so its interrupted stage cannot be restored: say so and what to do."""
+    from orchestrator.search.ray_stage import RayStageRunner
+
+    folder = StudyFolder(tmp_path / "study")
+    folder.create(spec, Step.FINAL)
+    stage = folder.ray / "coarse"
+    stage.mkdir(parents=True)
+    (stage / "tuner.pkl").write_bytes(b"corchestrator.progress\nStageProgress\n.")
+    study = Study(folder, spec, data, RayStageRunner(), skip_sanity=True)
+    with pytest.raises(BabysitterError, match="saved by another babysitter version") as error:
+        study.run()
+    assert "delete that folder" in str(error.value) and str(stage) in str(error.value)
