@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 def epoch_line(epoch: int, epochs: int, metrics: dict[str, float], status: str) -> str:
     head = f"epoch {epoch:>{len(str(epochs))}}/{epochs}"
-    if status == "diverged":
+    if status == TrialStatus.DIVERGED:
         return (
             f"{head}  train loss {metrics['train_loss']:.4g} acc {metrics['train_acc']:.3f} | "
             f"lr {metrics['lr']:.1e} | DIVERGED"

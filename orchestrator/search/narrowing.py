@@ -12,6 +12,7 @@ from typing import Any
 
 from orchestrator.search.results import rank_key
 from orchestrator.search.space import Range
+from trainables.status import USABLE
 
 EDGE = 0.1
 MARGIN = 0.25
@@ -40,7 +41,7 @@ def narrow(
     ``trials`` are rows with ``trial_id``, ``status``, the metric and each range's value,
     ranked as everywhere else (``results.rank_key``); diverged and errored trials never count.
     """
-    usable = [t for t in trials if t.get("status") not in ("diverged", "errored")]
+    usable = [t for t in trials if t.get("status") in USABLE]
     if not usable:
         raise ValueError("no completed trials to narrow from")
     top = sorted(usable, key=lambda t: rank_key(t["status"], t[metric]), reverse=True)[:top_k]

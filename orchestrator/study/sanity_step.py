@@ -8,6 +8,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+from orchestrator.names import Step
 from orchestrator.study.folder import SanityRecord, StudyFolder
 from orchestrator.study.observer import StudyObserver
 from orchestrator.study.spec import StudySpec
@@ -51,7 +52,7 @@ def run_sanity(
     folder.write_sanity(record)
     plot_probe(report, folder.probe_plot)
     state = folder.read_state()
-    folder.update_state(recorded=tuple(s for s in state.recorded if s != "sanity"))
+    folder.update_state(recorded=tuple(s for s in state.recorded if s != Step.SANITY))
     events.sanity_finished(record, folder, reused=False)
     return record
 

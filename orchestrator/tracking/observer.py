@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from orchestrator.names import Step
 from orchestrator.study.observer import StudyObserver, TrialInfo
 from orchestrator.tracking.record import pending, record_pending, stage_params, trial_name
 from orchestrator.tracking.store import (
@@ -82,7 +83,7 @@ class MlflowObserver(StudyObserver):
         row = {**report.metrics, "trial_status": report.status}
         tracker = self.tracker
         tracker.live(
-            lambda: tracker.log_epochs(tracker.stage_run("final", config.to_dict()), [row])
+            lambda: tracker.log_epochs(tracker.stage_run(Step.FINAL, config.to_dict()), [row])
         )
 
     def record(self, wait_s: float = 0) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 
 from orchestrator.search.results import DIVERGED, ERRORED
 from trainables.errors import BabysitterError
+from trainables.status import TrialStatus
 
 Echo = Callable[[str], None]
 MARKER = "lr"  # reported at every epoch, diverged ones included: its steps are the delivered epochs
@@ -197,7 +198,9 @@ class StudyTracker:
             runs = self._trial_runs[stage] = {r.data.tags["trial_id"]: r.info.run_id for r in found}
         if trial_id not in runs:
             parent = self.stage_run(stage)
-            tags = self._tags(stage=stage, kind="trial", trial_id=trial_id, status="running")
+            tags = self._tags(
+                stage=stage, kind="trial", trial_id=trial_id, status=TrialStatus.RUNNING
+            )
             run = self.client.create_run(
                 self.experiment_id, tags={**tags, "mlflow.parentRunId": parent}, run_name=name
             )
@@ -224,7 +227,7 @@ class StudyTracker:
 
     def finish_trial(self, run_id: str, status: str, epochs_run: int, error: str = "") -> None:
         tags = {"status": status, "epochs_run": str(epochs_run)}
-        if status == "stopped_by_asha":
+        if status == TrialStatus.STOPPED:
             tags["stopped_at_epoch"] = str(epochs_run)
         if error:
             tags["error"] = error
