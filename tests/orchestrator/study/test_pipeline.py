@@ -147,10 +147,10 @@ def _run_until_killed(args: list, study: Path, cache_dir: Path) -> tuple[str, di
 
 
 @pytest.mark.slow
-def test_a_study_killed_mid_stage_resumes_then_reruns_as_a_no_op(tmp_path, cache_dir):
+def test_a_study_killed_mid_stage_resumes_then_reruns_as_a_no_op(tmp_path, cache_dir, study_dir):
     """The whole recipe on Ray as a user runs it: sanity checks and `lr: auto`, the driver
     SIGKILLed during the coarse stage, `babysit resume`, then every command on the result."""
-    study = tmp_path / "study"
+    study = study_dir
     spec_file = auto_lr_spec(tmp_path)
     args = ["run", spec_file, "--data", FACES, "--study-dir", study]
     killed, before = _run_until_killed(args, study, cache_dir)

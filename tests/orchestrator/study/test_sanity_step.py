@@ -24,12 +24,12 @@ fine: {{trials: 1, epochs: 1}}
 
 @pytest.mark.slow
 def test_labels_that_carry_no_signal_fail_in_one_line_and_a_rerun_replaces_the_record(
-    tmp_path, cache_dir
+    tmp_path, cache_dir, study_dir
 ):
     noise = write_image_tree(tmp_path / "noise", {"a": 60, "b": 60}, size=(8, 8))
     spec = tmp_path / "noise.yaml"
     spec.write_text(NOISE_SPEC.format(data=noise))
-    study = tmp_path / "study"
+    study = study_dir
     proc = babysit_here("sanity", spec, "--study-dir", study, cache=cache_dir)
     assert_one_line_error(proc, "sanity checks failed: ", "beats_chance", "--skip-sanity")
     assert "FAIL  beats_chance" in proc.stdout

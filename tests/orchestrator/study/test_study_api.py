@@ -18,7 +18,7 @@ from orchestrator.study.folder import StudyFolder
 from orchestrator.study.observer import StudyObserver
 from orchestrator.study.pipeline import Study
 from orchestrator.study.spec import parse_spec
-from tests.conftest import FACES, assert_one_line_error, babysit_here
+from tests.conftest import FACES, assert_one_line_error, babysit_here, seed_store
 from trainables.datasets import load_data
 from trainables.errors import BabysitterError
 
@@ -144,9 +144,10 @@ def test_asha_in_process_stops_a_trial_below_the_rung_cutoff(spec):
     assert first == second and len({s["lr"] for s in first}) == 4
 
 
-def test_a_folder_from_the_previous_version_resumes(tmp_path, cache_dir):
+def test_a_folder_from_the_previous_version_resumes(tmp_path, cache_dir, empty_store):
     path = tmp_path / "old"
     shutil.copytree(FIXTURE, path)
+    seed_store(path, empty_store)
     spec_file = path / "spec.yaml"
     spec_file.write_text(
         "\n".join(

@@ -7,6 +7,7 @@ import contextlib
 import json
 import math
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -143,12 +144,12 @@ def test_a_tracking_uri_of_an_unknown_kind_is_one_line(tmp_path, cache_dir):
     assert_one_line_error(proc, "--tracking-uri 'bogus://nowhere'")
 
 
-def test_every_metric_a_trial_reports_reaches_sqlite_exactly_once(tmp_path, cache_dir):
+def test_every_metric_a_trial_reports_reaches_sqlite_exactly_once(tmp_path, cache_dir, study_dir):
     """Live records from the trials, then the stage's record from its tables: each epoch's
     metrics once, however the two overlap."""
     spec_file = tmp_path / "many.yaml"
     spec_file.write_text(MANY_SPEC)
-    folder = StudyFolder(tmp_path / "study")
+    folder = StudyFolder(study_dir)
     spec = load_spec(str(spec_file)).with_changes(trial={"data": str(FACES)})
     lines: list[str] = []
     options = session.SessionOptions(cache_dir, echo=lines.append, runner=LocalStageRunner())
@@ -172,7 +173,10 @@ def test_every_metric_a_trial_reports_reaches_sqlite_exactly_once(tmp_path, cach
 
 
 @pytest.mark.slow
-def test_a_real_mlflow_server_gets_the_whole_tree_even_when_it_dies_mid_study(tmp_path, cache_dir):
+def test_a_real_mlflow_server_gets_the_whole_tree_even_when_it_dies_mid_study(
+    tmp_path, cache_dir, empty_store
+):
+    shutil.copy(empty_store, tmp_path / "server.db")  # migrated once for the session
     port = free_port()
     uri = f"http://127.0.0.1:{port}"
     folder = StudyFolder(tmp_path / "study")
@@ -201,8 +205,8 @@ def test_a_real_mlflow_server_gets_the_whole_tree_even_when_it_dies_mid_study(tm
         assert folder.read_state().tracking_uri == uri
 
 
-def test_babysit_ui_serves_the_study_store_on_localhost(tmp_path):
-    folder = StudyFolder(tmp_path / "study")
+def test_babysit_ui_serves_the_study_store_on_localhost(tmp_path, study_dir):
+    folder = StudyFolder(study_dir)
     spec = load_spec("faces")
     folder.create(spec, Step.FINAL)
     connect(tracking_target(folder, spec, None, folder.study_id()), print).stage_run("coarse")
