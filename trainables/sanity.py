@@ -23,11 +23,9 @@ from trainables.datasets import DataSplits
 from trainables.device import Runtime, select_runtime
 from trainables.train import (
     LOSS_EMA,
-    Normalizer,
     device_split,
     evaluate,
     l2_penalty,
-    to_device,
 )
 from trainables.trial_state import build_model, make_optimizer
 
@@ -162,8 +160,7 @@ class _Bench:
         self.config = config.replace(l2=0.0, augment=False)
         self.data, self.settings, self.build = data, settings, build
         self.runtime: Runtime = select_runtime(config.device, config.threads)
-        self._normalize = Normalizer(data, self.runtime)
-        self.train_x, self.train_y = to_device(data.train, self.runtime)
+        self.train = device_split(data.train, data, self.runtime)
         rng = np.random.default_rng(config.seed)
         self.order = torch.from_numpy(rng.permutation(len(data.train))).to(self.runtime.device)
         self.sample = self.order[: settings.sample]
@@ -171,7 +168,7 @@ class _Bench:
 
     def normalized(self, count: int) -> torch.Tensor:
         """``count`` random training images as the model sees them."""
-        return self._normalize(self.train_x[self.order[:count]])
+        return self.train.x[self.order[:count]]
 
     def model(self, dropout: float | None = None) -> nn.Module:
         torch.manual_seed(self.config.seed)
@@ -181,8 +178,8 @@ class _Bench:
 
     @torch.no_grad()
     def loss_on(self, model: nn.Module, index: torch.Tensor) -> tuple[float, float]:
-        logits = model(self._normalize(self.train_x[index])).float()
-        labels = self.train_y[index]
+        logits = model(self.train.x[index]).float()
+        labels = self.train.y[index]
         loss = F.cross_entropy(logits, labels).item()
         return loss, (logits.argmax(dim=1) == labels).float().mean().item()
 
@@ -219,7 +216,7 @@ class _Bench:
         """Plain SGD, full batch, until 100% and ``target`` loss: (accuracy, loss, steps,
         first loss, lr)."""
         index = self.order[: self.settings.overfit_examples]
-        x, y = self._normalize(self.train_x[index]), self.train_y[index]
+        x, y = self.train.x[index], self.train.y[index]
         model = self.model(dropout=0.0)
         optimizer = torch.optim.SGD(model.parameters(), lr=lr)
         start, steps = math.nan, 0
@@ -244,9 +241,7 @@ class _Bench:
         for b in range(s.probe_steps):
             index = self.order[torch.arange(b * size, (b + 1) * size) % n]
             old = {k: w.detach().clone() for k, w in weights.items()} if b < s.ratio_steps else {}
-            loss, _ = _step(
-                model, optimizer, self._normalize(self.train_x[index]), self.train_y[index]
-            )
+            loss, _ = _step(model, optimizer, self.train.x[index], self.train.y[index])
             for k, w in old.items():
                 ratios[k].append(
                     float((weights[k].detach() - w).norm() / w.norm().clamp_min(1e-12))

@@ -67,15 +67,18 @@ def lr_at(config: TrialConfig, epoch: int) -> float:
 
 def l2_penalty(model: SeedCNN) -> torch.Tensor:
     """Keras-style ``sum(w**2)`` over conv and FC weights, not biases or batch-norm scales."""
-    norms = torch._foreach_norm(list(model.layer_weights().values()))
-    return torch.stack(norms).square().sum()
+    return _sum_of_squares(list(model.layer_weights().values()))
+
+
+def _sum_of_squares(weights: list[torch.Tensor]) -> torch.Tensor:
+    return torch.stack(torch._foreach_norm(weights)).square().sum()
 
 
 def add_l2(weights: list[torch.Tensor], l2: float) -> torch.Tensor:
     """Add the penalty ``l2 * sum(w**2)`` to the loss the way autograd would (its gradient,
     ``2 * l2 * w``, in one fused op) and return its value, which the training loss includes."""
     with torch.no_grad():
-        penalty = l2 * torch.stack(torch._foreach_norm(weights)).square().sum()
+        penalty = l2 * _sum_of_squares(weights)
         pairs = [(w.grad, w) for w in weights if w.grad is not None]
         if pairs:
             grads, values = zip(*pairs, strict=True)

@@ -69,7 +69,8 @@ class Tally:
         self, statuses: Iterable[str], scores: Iterable[float], elapsed_s: float
     ) -> StageTally | None:
         counts = Counter(statuses)
-        self.best = max([*scores, *([] if self.best is None else [self.best])], default=None)
+        for score in scores:
+            self.best = score if self.best is None else max(self.best, score)
         done = sum(counts[s] for s in FINISHED)
         if (done, self.best) == self.shown:
             return None

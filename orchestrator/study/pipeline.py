@@ -144,7 +144,7 @@ class Study:
 
     def _final(self, config: TrialConfig, searched: list[str]) -> dict[str, Any]:
         folder = self.folder
-        if folder.read_final() is not None:
+        if Step.FINAL in folder.finished():
             self.events.final_started(config, reused=folder.final)
         else:
             self.events.final_started(config, reused=None)

@@ -119,19 +119,20 @@ class LiveTrials:
 
     def __init__(self, tracker: StudyTracker, echo: Echo) -> None:
         self.target, self.echo = tracker.target, echo
-        self.runs: dict[str, StageRun] = {}
+        self.stages: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
         self._tracker: StudyTracker | None = None
         self._down_until = 0.0
         self._queue: queue.Queue | None = None
         self._writer: threading.Thread | None = None
 
     def begin(self, run: StageRun) -> None:
-        self.runs[run.name] = run
+        """The stage's base config and space: what each trial's run is named and logged from."""
+        self.stages[run.name] = (run.trial_base().to_dict(), run.space)
 
     def run_of(self, tracker: StudyTracker, stage: str, trial: TrialInfo) -> str:
-        run = self.runs[stage]
-        config = {**run.trial_base().to_dict(), **trial.config}
-        name = trial_name(trial.trial_id, config, run.space)
+        base, space = self.stages[stage]
+        config = {**base, **trial.config}
+        name = trial_name(trial.trial_id, config, space)
         return tracker.trial_run(stage, trial.trial_id, config, name)
 
     def send(self, action: Callable[[StudyTracker], Any]) -> None:
