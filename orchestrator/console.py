@@ -32,8 +32,13 @@ def epoch_line(epoch: int, epochs: int, metrics: dict[str, float], status: str) 
         )
     train = f"train loss {metrics['train_loss']:.4f} acc {metrics['train_acc']:.3f}"
     ratios = [v for k, v in metrics.items() if k.startswith("update_ratio/")]
+    val = "no val split (trains on train + val)"
+    if "val_loss" in metrics:
+        val = f"val loss {metrics['val_loss']:.4f} acc {metrics['val_acc']:.3f}"
+        if "folds" in metrics:
+            val += f" +- {metrics['val_acc_se']:.3f} ({metrics['folds']:.0f} folds)"
     return (
-        f"{head}  {train} | val loss {metrics['val_loss']:.4f} acc {metrics['val_acc']:.3f} | "
+        f"{head}  {train} | {val} | "
         f"lr {metrics['lr']:.1e} | {metrics['epoch_seconds']:.1f} s {metrics['images_per_s']:.0f} "
         f"img/s | update/weight {min(ratios):.1e}..{max(ratios):.1e}"
     )
@@ -63,26 +68,28 @@ def test_summary(report: ClassificationReport) -> str:
 
 def stage_table(stage: str, trials: pd.DataFrame, params: list[str], top_k: int) -> str:
     """The stage's status counts and its top-k trials, best first."""
-    from orchestrator.search.results import rank
+    from orchestrator.search.ranking import rank, score_text
 
     counts = trials["status"].value_counts()
     head = f"{stage:<6} {len(trials)} trials: " + ", ".join(f"{n} {s}" for s, n in counts.items())
     top = rank(trials).head(top_k)
     if top.empty:
         return head
-    columns = ["trial_id", "status", "epochs", *params, "val_acc"]
+    columns = ["trial_id", "status", "epochs", *params, "val_acc +- se", "val_loss", "flag"]
     rows = [
         [
             row["trial_id"],
             row["status"],
             str(row["epochs_run"]),
             *(_cell(row[p]) for p in params),
-            f"{row['val_acc']:.4f}",
+            score_text(row),
+            f"{row['val_loss']:.4f}",
+            row["flag"] or "-",
         ]
         for _, row in top.iterrows()
     ]
     widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(columns)]
-    lines = [head, f"top {len(top)} by val_acc:"]
+    lines = [head, f"top {len(top)} by val_acc (ties within one standard error by val_loss):"]
     for cells in [columns, *rows]:
         lines.append("  " + "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)))
     return "\n".join(lines)
@@ -161,11 +168,22 @@ class ConsoleObserver(StudyObserver):
         self.ran: set[str] = set()
 
     def study_started(self, study: Study) -> None:
-        spec = study.spec
+        spec, plan = study.spec, study.plan
+        coarse, fine = plan.stage("coarse"), plan.stage("fine")
         self.echo(
             f"study    {spec.name} (budget {spec.budget}) in {study.folder.path}: coarse "
-            f"{spec.coarse.trials}x{spec.coarse.epochs} ep, fine {spec.fine.trials}x"
-            f"{spec.fine.epochs} ep, final {spec.final_epochs} ep"
+            f"{coarse.trials}x{coarse.epochs} ep, fine {fine.trials}x{fine.epochs} ep, final "
+            f"{plan.final_epochs} ep"
+        )
+        self.echo(
+            f"study    trials score by {plan.scoring(len(study.data.val))}; "
+            f"{plan.steps_per_epoch} optimizer steps per epoch, >= {spec.min_rung_steps} per "
+            "ASHA rung"
+            + "".join(
+                f"; {name} {p.describe(plan.steps_per_epoch)}"
+                for name, p in plan.stages.items()
+                if p.stretch > 1
+            )
         )
 
     def sanity_started(self, settings: SanitySettings) -> None:

@@ -104,6 +104,9 @@ def train_run(
     if result.status == DIVERGED:
         folder.write_json("result.json", {"status": DIVERGED, "reason": result.reason})
         return RunOutcome(DIVERGED, result.reason)
+    if config.cv_folds:  # k models scored on their folds: none of them is the model to test
+        folder.write_json("result.json", {"status": result.status, "cv_folds": config.cv_folds})
+        return RunOutcome(result.status)
     report = evaluate_on_test(result.model, data, config)
     folder.write_json("test_metrics.json", report.to_dict())
     folder.write_json("result.json", {"status": result.status, "test_accuracy": report.accuracy})

@@ -20,8 +20,8 @@ from pathlib import Path
 from orchestrator.cli import default_cache_dir
 from orchestrator.cluster.ray_runtime import ray_runtime
 from orchestrator.search.local_stage import LocalStageRunner
+from orchestrator.search.ranking import rank
 from orchestrator.search.ray_stage import RayStageRunner
-from orchestrator.search.results import rank
 from orchestrator.search.stage import StageRun
 from orchestrator.study.observer import StudyObserver
 from orchestrator.study.spec import Scheduler, Stage, load_spec

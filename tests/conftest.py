@@ -80,6 +80,17 @@ def faces(faces_config: TrialConfig, cache_dir: Path) -> DataSplits:
 
 
 @pytest.fixture(scope="session")
+def tiny_faces(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A seeded 120-image CBCL subset (60 face, 60 non-face): small data, where a validation
+    split of 10 images cannot rank anything and trials cross-validate."""
+    from scripts.make_subset import make_subset
+
+    out = tmp_path_factory.mktemp("tiny-faces")
+    make_subset(FACES, out, per_class=60, seed=0)
+    return out
+
+
+@pytest.fixture(scope="session")
 def cifar10(cache_dir: Path) -> DataSplits:
     assert CIFAR10.exists(), f"missing {CIFAR10}: tests read the real data from ../shared/data"
     return load_data(TrialConfig(dataset="cifar10", data=str(CIFAR10)), cache_dir)

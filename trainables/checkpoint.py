@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from trainables.config import TrialConfig
 from trainables.errors import BabysitterError
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -32,15 +33,16 @@ def load_checkpoint(path: Path, config: dict[str, Any]) -> dict[str, Any]:
             f"checkpoint {str(path)!r} cannot be read ({type(exc).__name__}); "
             "delete it to start over"
         ) from None
-    changed = sorted(
+    saved = {**TrialConfig().to_dict(), **state["config"]}
+    changed = sorted(  # a field added since the checkpoint was written has its default there
         k
-        for k in set(config) | set(state["config"])
-        if k not in RESUMABLE_CHANGES and config.get(k) != state["config"].get(k)
+        for k in set(config) | set(saved)
+        if k not in RESUMABLE_CHANGES and config.get(k) != saved.get(k)
     )
     if changed:
         k = changed[0]
         raise BabysitterError(
-            f"checkpoint {str(path)!r} was written with {k}={state['config'].get(k)!r}, "
+            f"checkpoint {str(path)!r} was written with {k}={saved.get(k)!r}, "
             f"now {k}={config.get(k)!r}; resume with the same settings or use a new output folder"
         )
     return state

@@ -20,7 +20,8 @@ class TrialConfig:
     """Everything one trial needs; a search samples new values into a copy of it.
 
     Data fields pick and split the images (the split seed is separate from the training seed so
-    that every trial of a study sees the same validation and test images).
+    that every trial of a study sees the same validation and test images). ``cv_folds`` >= 2
+    scores the config by k-fold cross-validation on train + val instead of on val.
     """
 
     dataset: str = "faces"
@@ -29,6 +30,7 @@ class TrialConfig:
     test_fraction: float = 0.2
     split_seed: int = 0
     train_subset: int | None = None
+    cv_folds: int = 0
 
     batch_norm: bool = False
     he_init: bool = False
@@ -122,6 +124,12 @@ def _l2(c: TrialConfig) -> None:
     _check(ok, "l2", c.l2, "must be >= 0")
 
 
+def _cv_folds(c: TrialConfig) -> None:
+    v = c.cv_folds
+    ok = isinstance(v, int) and not isinstance(v, bool) and (v == 0 or v >= 2)
+    _check(ok, "cv_folds", v, "must be 0 (score on the validation split) or an integer >= 2")
+
+
 def _divergence(c: TrialConfig) -> None:
     v = c.divergence_factor
     _check(isinstance(v, int | float) and v > 1, "divergence_factor", v, "must be > 1")
@@ -141,6 +149,7 @@ _RULES = (
     _fraction("test_fraction", low_inclusive=False),
     _int_at_least("split_seed", 0),
     _int_at_least("train_subset", 2, optional=True),
+    _cv_folds,
     _fraction("dropout", low_inclusive=True),
     _positive("width"),
     _one_of("optimizer", OPTIMIZERS),

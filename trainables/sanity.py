@@ -451,6 +451,27 @@ def propose_range(probes: list[Probe]) -> tuple[float, float] | None:
     return min(min(learning), high / 100), high
 
 
+def explodes_above(probes: list[Probe]) -> float | None:
+    """The lowest probed lr that explodes above every lr that learns: what widening may not
+    pass (None when no such lr was probed)."""
+    learning = [p.lr for p in probes if p.verdict == LEARNS]
+    top = max(learning, default=0.0)
+    exploding = [p.lr for p in probes if p.verdict == EXPLODES and p.lr > top]
+    return min(exploding, default=None)
+
+
+def penalty_limit(
+    config: TrialConfig, data: DataSplits, build: ModelBuilder, factor: float
+) -> float:
+    """The l2 whose penalty at initialisation is ``factor`` x ln C: above it the penalty, not
+    the data, drives training from the first step."""
+    model = build(config, data)
+    weights = model.layer_weights() if hasattr(model, "layer_weights") else {}
+    with torch.no_grad():
+        squares = sum(float(w.square().sum()) for w in weights.values())
+    return factor * math.log(data.num_classes) / max(squares, 1e-12)
+
+
 def decades(low: float = 1e-7, high: float = 10.0) -> tuple[float, ...]:
     """Learning rates a decade apart covering ``[low, high]``."""
     first, last = math.floor(math.log10(low)), math.ceil(math.log10(high))

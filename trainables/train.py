@@ -137,15 +137,18 @@ class LossGuard:
 
     def __init__(self, state: TrialState, device: torch.device) -> None:
         self.state = state
-        self.pending = torch.zeros(SYNC_EVERY, 2, device=device)
+        self.pending = torch.zeros(SYNC_EVERY, 3, device=device)
         self.sizes: list[int] = []
         self.batches = self.seen = self.correct = 0
-        self.loss_sum = self.last_loss = 0.0
+        self.loss_sum = self.penalty_sum = self.last_loss = 0.0
         self.reason = ""
 
-    def add(self, loss: torch.Tensor, correct: torch.Tensor, size: int) -> bool:
-        """Keep one batch's figures; True when it is time to read them."""
-        self.pending[len(self.sizes)] = torch.stack((loss, correct.float()))
+    def add(
+        self, loss: torch.Tensor, correct: torch.Tensor, penalty: torch.Tensor, size: int
+    ) -> bool:
+        """Keep one batch's figures (``loss`` includes the L2 ``penalty``); True when it is
+        time to read them."""
+        self.pending[len(self.sizes)] = torch.stack((loss, correct.float(), penalty))
         self.sizes.append(size)
         return len(self.sizes) == SYNC_EVERY
 
@@ -155,11 +158,12 @@ class LossGuard:
         state, factor = self.state, self.state.config.divergence_factor
         rows, sizes = self.pending[: len(self.sizes)].tolist(), self.sizes
         self.sizes = []
-        for (loss, correct), size in zip(rows, sizes, strict=True):
+        for (loss, correct, penalty), size in zip(rows, sizes, strict=True):
             self.batches += 1
             self.seen += size
             self.correct += int(correct)
             self.loss_sum += loss * size
+            self.penalty_sum += penalty * size
             self.last_loss = loss
             if math.isnan(state.initial_loss):
                 state.initial_loss = state.loss_ema = loss
@@ -184,43 +188,33 @@ def train(
     resume: bool = False,
 ) -> TrainResult:
     """Train ``config`` on ``data``; with ``resume`` and an existing checkpoint, continue it
-    exactly (same metrics as an uninterrupted run on CPU with the same seed)."""
+    exactly (same metrics as an uninterrupted run on CPU with the same seed). A config with
+    ``cv_folds`` trains one model per fold of train + val and reports their mean."""
+    if config.cv_folds:
+        from trainables.cross_validation import train_folds
+
+        return train_folds(
+            config,
+            data,
+            on_epoch=on_epoch,
+            on_batch=on_batch,
+            checkpoint_path=checkpoint_path,
+            resume=resume,
+        )
     runtime = select_runtime(config.device, config.threads)
     if resume and checkpoint_path is not None and checkpoint_path.exists():
         state = TrialState.load(checkpoint_path, config, data, runtime)
     else:
         state = TrialState.create(config, data, runtime)
-    train_split = device_split(data.train, data, runtime)
-    val = device_split(data.val, data, runtime)
+    fold = TrainingFold(state, data, runtime)
     result = TrainResult(COMPLETED, state.model, state.history)
     while state.epoch < config.epochs:
-        t0 = time.perf_counter()
-        lr = lr_at(config, state.epoch)
-        guard, ratios = run_epoch(state, train_split, lr, runtime, on_batch)
-        if guard.reason:
-            result.status, result.reason = DIVERGED, guard.reason
-            metrics = {"epoch": state.epoch + 1, "lr": lr, "train_loss": guard.last_loss}
-            metrics["train_acc"] = guard.correct / guard.seen
-            state.history.append(metrics)
+        metrics = fold.epoch(on_batch)
+        if fold.reason:
+            result.status, result.reason = DIVERGED, fold.reason
             if on_epoch:
                 on_epoch(EpochReport(state.epoch + 1, metrics, DIVERGED))
             break
-        seen = guard.seen
-        train_seconds = time.perf_counter() - t0
-        val_loss, val_acc, _ = evaluate(state.model, val.x, val.y, runtime)
-        state.epoch += 1
-        metrics = {
-            "epoch": state.epoch,
-            "lr": lr,
-            "train_loss": guard.loss_sum / seen,
-            "train_acc": guard.correct / seen,
-            "val_loss": val_loss,
-            "val_acc": val_acc,
-            "epoch_seconds": time.perf_counter() - t0,
-            "images_per_s": seen / train_seconds,
-            **ratios,
-        }
-        state.history.append(metrics)
         if checkpoint_path is not None:
             state.save(checkpoint_path)
         status = COMPLETED if state.epoch == config.epochs else RUNNING
@@ -228,6 +222,62 @@ def train(
             on_epoch(EpochReport(state.epoch, metrics, status, checkpoint_path))
     result.initial_loss = state.initial_loss
     return result
+
+
+class TrainingFold:
+    """One model trained on one split and scored on its validation images, an epoch at a
+    time: ``train`` runs one; cross-validation runs k side by side."""
+
+    def __init__(self, state: TrialState, data: DataSplits, runtime: Runtime) -> None:
+        self.state, self.runtime = state, runtime
+        self.train = device_split(data.train, data, runtime)
+        self.val = device_split(data.val, data, runtime)
+        counts = np.bincount(data.train.labels, minlength=data.num_classes)
+        self.chance = float(counts.max() / max(counts.sum(), 1))
+        self.reason = ""
+        if math.isnan(state.initial_val_loss) and len(self.val.y):
+            state.initial_val_loss = assess(state.model, self.val.x, self.val.y, runtime).loss
+
+    def epoch(self, on_batch: Callable[[int, int], None] | None = None) -> dict[str, float]:
+        """Train one epoch and validate; the metrics (partial, with ``reason`` set, when the
+        guard stopped the epoch: the trial diverged). A split without validation images (a final
+        model trained on train + val) reports no validation metrics."""
+        state, config = self.state, self.state.config
+        t0 = time.perf_counter()
+        lr = lr_at(config, state.epoch)
+        guard, ratios = run_epoch(state, self.train, lr, self.runtime, on_batch)
+        if guard.reason:
+            self.reason = guard.reason
+            metrics = {"epoch": state.epoch + 1, "lr": lr, "train_loss": guard.last_loss}
+            metrics["train_acc"] = guard.correct / guard.seen
+            state.history.append(metrics)
+            return metrics
+        seen, train_seconds = guard.seen, time.perf_counter() - t0
+        state.epoch += 1
+        metrics = {
+            "epoch": state.epoch,
+            "lr": lr,
+            "train_loss": guard.loss_sum / seen,
+            "train_acc": guard.correct / seen,
+            "train_penalty": guard.penalty_sum / seen,
+            "chance_acc": self.chance,
+        }
+        if len(self.val.y):
+            scored = assess(state.model, self.val.x, self.val.y, self.runtime)
+            metrics |= {
+                "val_loss": scored.loss,
+                "val_loss_se": scored.loss_se,
+                "val_loss_initial": state.initial_val_loss,
+                "val_acc": scored.accuracy,
+                "val_acc_se": scored.accuracy_se,
+            }
+        metrics |= {
+            "epoch_seconds": time.perf_counter() - t0,
+            "images_per_s": seen / train_seconds,
+            **ratios,
+        }
+        state.history.append(metrics)
+        return metrics
 
 
 def run_epoch(
@@ -260,8 +310,8 @@ def run_epoch(
         loss = F.cross_entropy(logits.float(), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if config.l2 > 0:
-            loss = loss + add_l2(weights, config.l2)
+        penalty = add_l2(weights, config.l2) if config.l2 > 0 else torch.zeros_like(loss)
+        loss = loss.detach() + penalty
         if b == batches - 1:
             before = [w.detach().clone() for w in weights]
             optimizer.step()
@@ -274,7 +324,7 @@ def run_epoch(
         else:
             optimizer.step()
         correct = (logits.argmax(dim=1) == y).sum()
-        if guard.add(loss.detach(), correct, len(y)) and guard.read():
+        if guard.add(loss, correct, penalty, len(y)) and guard.read():
             return guard, ratios
         if on_batch:
             on_batch(b + 1, batches)
@@ -282,25 +332,50 @@ def run_epoch(
     return guard, ratios
 
 
+@dataclass(frozen=True)
+class Evaluation:
+    """Loss and accuracy on a split, each with its standard error: the noise a ranking must
+    not mistake for a difference between trials."""
+
+    loss: float
+    loss_se: float
+    accuracy: float
+    accuracy_se: float
+    predicted: torch.Tensor
+
+
 @torch.no_grad()
-def evaluate(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, runtime: Runtime
-) -> tuple[float, float, torch.Tensor]:
-    """Mean cross-entropy, accuracy and predictions on normalized images, in eval mode,
-    without the L2 penalty."""
+def assess(model: nn.Module, x: torch.Tensor, y: torch.Tensor, runtime: Runtime) -> Evaluation:
+    """Mean cross-entropy and accuracy on normalized images, in eval mode, without the L2
+    penalty (one host sync). The loss's error is the per-image losses' standard deviation over
+    sqrt(n); the accuracy's is binomial, with one success and one failure added so that 0 and 1
+    are not certain on a small split."""
     was_training = model.training
     model.eval()
-    loss = torch.zeros((), device=runtime.device)
+    sums = torch.zeros(2, device=runtime.device)
     predictions = []
     for i in range(0, len(y), EVAL_BATCH):
         with runtime.autocast():
             logits = model(x[i : i + EVAL_BATCH]).float()
-        loss += F.cross_entropy(logits, y[i : i + EVAL_BATCH], reduction="sum")
+        losses = F.cross_entropy(logits, y[i : i + EVAL_BATCH], reduction="none")
+        sums += torch.stack((losses.sum(), losses.square().sum()))
         predictions.append(logits.argmax(dim=1))
     model.train(was_training)
     predicted = torch.cat(predictions)
-    total, correct = torch.stack((loss, (predicted == y).sum().float())).tolist()
-    return total / len(y), correct / len(y), predicted
+    total, squares, correct = torch.cat((sums, (predicted == y).sum().float().view(1))).tolist()
+    n = len(y)
+    loss = total / n
+    spread = math.sqrt(max(squares / n - loss**2, 0.0) / max(n - 1, 1))
+    p = (correct + 1) / (n + 2)
+    return Evaluation(loss, spread, correct / n, math.sqrt(p * (1 - p) / n), predicted)
+
+
+def evaluate(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, runtime: Runtime
+) -> tuple[float, float, torch.Tensor]:
+    """Mean cross-entropy, accuracy and predictions (``assess`` without the errors)."""
+    result = assess(model, x, y, runtime)
+    return result.loss, result.accuracy, result.predicted
 
 
 def evaluate_on_test(

@@ -52,6 +52,7 @@ class TrialState:
     history: list[dict[str, float]] = field(default_factory=list)
     initial_loss: float = math.nan
     loss_ema: float = math.nan
+    initial_val_loss: float = math.nan
 
     @classmethod
     def create(cls, config: TrialConfig, data: DataSplits, runtime: Runtime) -> TrialState:
@@ -70,7 +71,13 @@ class TrialState:
     ) -> TrialState:
         """The state saved in ``path``; refused in one line when it was written with other
         settings. Checkpoints of earlier versions (with the process-wide RNG state too) load."""
-        saved = load_checkpoint(path, config.to_dict())
+        return cls.restore(load_checkpoint(path, config.to_dict()), config, data, runtime)
+
+    @classmethod
+    def restore(
+        cls, saved: dict[str, Any], config: TrialConfig, data: DataSplits, runtime: Runtime
+    ) -> TrialState:
+        """The state ``to_dict`` made, on ``runtime``'s device."""
         state = cls.create(config, data, runtime)
         state.model.load_state_dict(saved["model"])
         state.optimizer.load_state_dict(saved["optimizer"])
@@ -82,6 +89,7 @@ class TrialState:
         state.history = list(saved["history"])
         state.initial_loss = saved["initial_loss"]
         state.loss_ema = saved["loss_ema"]
+        state.initial_val_loss = saved.get("initial_val_loss", math.nan)
         return state
 
     def save(self, path: Path) -> None:
@@ -97,4 +105,5 @@ class TrialState:
             "history": self.history,
             "initial_loss": self.initial_loss,
             "loss_ema": self.loss_ema,
+            "initial_val_loss": self.initial_val_loss,
         }

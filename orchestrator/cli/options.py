@@ -72,6 +72,11 @@ TRAIN_OPTIONS = [
     _opt("test_fraction", "Share held out for testing when the data has no test/ folder."),
     _opt("split_seed", "Seed of the val/test split (kept apart from --seed)."),
     _opt("train_subset", "Train on a stratified subset of N images.", type=int),
+    _opt(
+        "cv_folds",
+        "Score by K-fold cross-validation on train + val (K models, no test); 0: on val.",
+        type=int,
+    ),
     _switch("batch_norm", "Batch norm after each conv."),
     _switch("he_init", "He (Kaiming) init instead of Keras' Glorot default."),
     _opt("dropout", "Dropout before each FC layer."),
@@ -104,6 +109,11 @@ def study_options(func):
     options = [
         click.argument("study", metavar="STUDY"),
         click.option("--data", help="Data path for the study (replaces the spec's trial.data)."),
+        click.option(
+            "--split-seed",
+            type=click.IntRange(min=0),
+            help="Seed of the train / val / test split (replaces the spec's trial.split_seed).",
+        ),
         click.option(
             "--budget",
             type=BUDGET_CHOICE,

@@ -81,6 +81,7 @@ def _start_study(
     target: Step,
     study: str,
     data: str | None,
+    split_seed: int | None,
     budget: str,
     study_dir: Path | None,
     cpus_per_trial: float | None,
@@ -103,8 +104,9 @@ def _start_study(
         "max_concurrent": max_concurrent,
     }
     spec = spec.with_resources(**resources)
-    if data is not None:
-        spec = spec.with_changes(trial={"data": data})
+    trial = {"data": data, "split_seed": split_seed}
+    if any(v is not None for v in trial.values()):
+        spec = spec.with_changes(trial={k: v for k, v in trial.items() if v is not None})
     folder = StudyFolder(study_dir or Path("studies") / f"{spec.name}-{budget}")
     options = session.SessionOptions(cache_dir, address, tracking_uri, tracking_wait, click.echo)
     session.run_new(spec, folder, target, BudgetName(budget), options, skip_sanity=skip_sanity)

@@ -53,6 +53,13 @@ def train(dataset: str, out: Path | None, resume: bool, cache_dir: Path, **optio
     if outcome.status == DIVERGED:
         click.echo(f"diverged {outcome.reason}; no test evaluation. Try a lower --lr.")
         return
+    if outcome.test is None:
+        last = folder.read_metrics()[-1]
+        click.echo(
+            f"cross-validated: val_acc {last['val_acc']:.4f} +- {last['val_acc_se']:.4f} over "
+            f"{config.cv_folds} folds; no test evaluation (train without --cv-folds to test)"
+        )
+        return
     click.echo(test_summary(outcome.test))
     click.echo(f"saved    {out}/ (config.json, metrics.jsonl, checkpoint.pt, test_metrics.json)")
 

@@ -1,23 +1,40 @@
 """Coarse-to-fine narrowing: the next stage's ranges from the previous stage's top trials.
 
 The lecture's rule: narrow around the best trials, but if the best ones sit on a boundary of
-the range, the optimum may lie outside it, so widen in that direction instead.
+the range, the optimum may lie outside it, so widen in that direction instead. With the
+guardrails a noisy score needs:
+
+- a boundary counts only when the top trials sitting there score better than the best top
+  trial inside by more than their standard error (a tie decides nothing);
+- a range widens by at most ``WIDEN`` of its span, and at most ``MAX_WIDEN_DECADES`` decades
+  for a log range, per round;
+- never past a ``Limit`` the sanity checks measured (the lr where the probe explodes, the l2
+  whose penalty at initialisation is far above ln C);
+- flagged trials (not learning, penalty-dominated, near chance) count only when no trial is
+  healthy.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrator.search.results import rank_key
 from orchestrator.search.space import Range
-from trainables.status import USABLE
 
-EDGE = 0.1
+EDGE = 0.1  # a trial within this share of the span from a boundary sits on it
 MARGIN = 0.25
 WIDEN = 0.5
-LEADERS = 3
+MAX_WIDEN_DECADES = 1.0
+
+
+@dataclass(frozen=True)
+class Limit:
+    """The highest value a range may be widened to, and why."""
+
+    high: float
+    why: str
 
 
 @dataclass(frozen=True)
@@ -30,41 +47,90 @@ class NarrowDecision:
 
 def narrow(
     ranges: Sequence[Range],
-    trials: Sequence[dict[str, Any]],
+    ranked: Sequence[dict[str, Any]],
     *,
-    metric: str = "val_acc",
     top_k: int = 10,
+    limits: Mapping[str, Limit] | None = None,
 ) -> list[NarrowDecision]:
-    """One decision per range from the ``top_k`` trials by ``metric`` (higher is better); a
-    range widens towards a boundary that one of the best ``LEADERS`` trials sits on.
-
-    ``trials`` are rows with ``trial_id``, ``status``, the metric and each range's value,
-    ranked as everywhere else (``results.rank_key``); diverged and errored trials never count.
-    """
-    usable = [t for t in trials if t.get("status") in USABLE]
-    if not usable:
+    """One decision per range from the ``top_k`` best of ``ranked`` (usable trials, best first,
+    judged by ``ranking.rank``: with ``score``, ``score_se`` and ``flag``)."""
+    if not ranked:
         raise ValueError("no completed trials to narrow from")
-    top = sorted(usable, key=lambda t: rank_key(t["status"], t[metric]), reverse=True)[:top_k]
+    healthy = [t for t in ranked if not t.get("flag")]
+    top = list(healthy or ranked)[:top_k]
     ids = tuple(str(t["trial_id"]) for t in top)
-    return [_narrow_one(r, [t[r.name] for t in top], ids) for r in ranges]
+    limits = limits or {}
+    return [_narrow_one(r, top, ids, limits.get(r.name)) for r in ranges]
 
 
-def _narrow_one(old: Range, values: list[float], ids: tuple[str, ...]) -> NarrowDecision:
+def _narrow_one(
+    old: Range, top: list[dict[str, Any]], ids: tuple[str, ...], limit: Limit | None
+) -> NarrowDecision:
     lo, hi = old.to_unit(old.low), old.to_unit(old.high)
-    points = [old.to_unit(v) for v in values]
-    leaders = points[:LEADERS]
+    points = [old.to_unit(t[old.name]) for t in top]
     pad = MARGIN * max(max(points) - min(points), EDGE * old.span)
     new_lo, new_hi = max(lo, min(points) - pad), min(hi, max(points) + pad)
+    step = min(WIDEN * old.span, MAX_WIDEN_DECADES) if old.log else WIDEN * old.span
     reasons = []
-    if min(leaders) - lo <= EDGE * old.span:
-        new_lo = lo - WIDEN * old.span
-        reasons.append(f"lower boundary {old.low:.3g}: widened downwards")
-    if hi - max(leaders) <= EDGE * old.span:
-        new_hi = hi + WIDEN * old.span
-        reasons.append(f"upper boundary {old.high:.3g}: widened upwards")
-    if reasons:
-        reason = f"a top-{len(leaders)} trial sits on the " + " and the ".join(reasons)
-    else:
-        reason = f"narrowed around the top {len(points)} trials"
+    low = _boundary(top, points, lambda p: p - lo <= EDGE * old.span)
+    if low is not None:
+        text = f"lower boundary {old.low:.3g}: {low.text}"
+        if low.counts:
+            new_lo = lo - step
+            text += f": widened downwards to {old.from_unit(new_lo):.3g}"
+        reasons.append(text)
+    high = _boundary(top, points, lambda p: hi - p <= EDGE * old.span)
+    if high is not None:
+        text = f"upper boundary {old.high:.3g}: {high.text}"
+        if high.counts:
+            cap = math.inf if limit is None else max(hi, old.to_unit(limit.high))
+            new_hi = min(hi + step, cap)
+            if new_hi > hi:
+                text += f": widened upwards to {old.from_unit(new_hi):.3g}"
+            if new_hi == cap:
+                text += f" ({limit.why})" if new_hi > hi else f": not widened ({limit.why})"
+        reasons.append(text)
+    if not any(side is not None and side.counts for side in (low, high)):
+        reasons.insert(0, f"narrowed around the top {len(points)} trials")
+    if new_hi <= new_lo:  # every top trial at one value: keep a sliver around it
+        new_lo, new_hi = new_lo - EDGE * old.span / 2, new_hi + EDGE * old.span / 2
     new = Range(old.name, old.from_unit(new_lo), old.from_unit(new_hi), old.log)
-    return NarrowDecision(old, new, reason, ids)
+    return NarrowDecision(old, new, "; ".join(reasons), ids)
+
+
+@dataclass(frozen=True)
+class _Side:
+    counts: bool
+    text: str
+
+
+def _boundary(top: list[dict[str, Any]], points: list[float], sits) -> _Side | None:
+    """None when no top trial sits on the boundary; else whether it counts: the best trial
+    there beats the best one inside by more than its error (or none is inside)."""
+    edge = [t for t, p in zip(top, points, strict=True) if sits(p)]
+    if not edge:
+        return None
+    inside = [t for t, p in zip(top, points, strict=True) if not sits(p)]
+    best = max(edge, key=_score)
+    text = f"top trial {best['trial_id']} ({_shown(best)}) sits there"
+    if not inside:
+        return _Side(True, f"{text}, no top trial inside")
+    rival = max(inside, key=_score)
+    versus = f"{rival['trial_id']} inside ({_shown(rival)})"
+    if _score(best) - _error(best) > _score(rival):
+        return _Side(True, f"{text}, better than {versus} beyond its error")
+    return _Side(False, f"{text}, tied with {versus}: not widened")
+
+
+def _score(trial: dict[str, Any]) -> float:
+    value = trial.get("score", trial.get("val_acc"))
+    return float(value) if value is not None and math.isfinite(value) else -math.inf
+
+
+def _error(trial: dict[str, Any]) -> float:
+    value = trial.get("score_se")
+    return float(value) if value is not None and math.isfinite(value) else 0.0
+
+
+def _shown(trial: dict[str, Any]) -> str:
+    return f"{_score(trial):.3f} +- {_error(trial):.3f}"

@@ -1,5 +1,5 @@
-"""A stage's results as two pandas tables (one row per trial, one per trial-epoch); statuses
-and the ranking are derived here so every view (progress, tables, narrowing) agrees."""
+"""A stage's results as two pandas tables (one row per trial, one per trial-epoch); statuses are
+derived here (the ranking in ranking.py) so every view (progress, tables, narrowing) agrees."""
 
 from __future__ import annotations
 
@@ -11,12 +11,15 @@ from typing import Any
 import pandas as pd
 
 from orchestrator.names import METRIC
-from trainables.status import USABLE, TrialStatus
+from trainables.status import TrialStatus
 
 COMPLETED, STOPPED = TrialStatus.COMPLETED, TrialStatus.STOPPED
 DIVERGED, ERRORED = TrialStatus.DIVERGED, TrialStatus.ERRORED
 METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "images_per_s")
-EPOCH_COLUMNS = ("epoch", *METRICS, "epoch_seconds", "trial_status", "time_total_s", "node_ip")
+# what judges a trial (see ranking.py): the score's error, learning, the penalty, chance
+JUDGED = ("val_acc_se", "val_loss_se", "val_loss_initial", "train_penalty", "chance_acc", "folds")
+EPOCH_COLUMNS = ("epoch", *METRICS, *JUDGED, "epoch_seconds", "trial_status", "time_total_s")
+EPOCH_COLUMNS += ("node_ip",)
 
 
 @dataclass(frozen=True)
@@ -53,20 +56,6 @@ def trial_status(runner_status: str, last: Mapping[str, Any], epochs: int) -> st
     return runner_status.lower()
 
 
-def rank_key(status: str, score: float) -> tuple[bool, float]:
-    """Higher is better: a completed trial beats one ASHA stopped early (which was scored at
-    an earlier epoch), then the score decides."""
-    return status == COMPLETED, score
-
-
-def rank(trials: pd.DataFrame) -> pd.DataFrame:
-    """Best first by ``rank_key``; diverged and errored trials never rank."""
-    usable = trials[trials["status"].isin(USABLE)]
-    keys = [rank_key(s, v) for s, v in zip(usable["status"], usable[METRIC], strict=True)]
-    order = sorted(range(len(usable)), key=lambda i: keys[i], reverse=True)
-    return usable.iloc[order]
-
-
 def history_frame(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     """Reported epochs as a table: the columns the tables keep, one row per epoch (the last
     report of an epoch wins), a diverged epoch's validation left empty."""
@@ -74,7 +63,9 @@ def history_frame(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     if "epoch" not in frame:
         return pd.DataFrame()
     keep = [*EPOCH_COLUMNS, "node_id"]
-    keep += sorted(c for c in frame.columns if c.startswith("update_ratio/"))
+    keep += sorted(
+        c for c in frame.columns if c.startswith(("update_ratio/", "fold")) and c not in keep
+    )
     frame = frame[[c for c in keep if c in frame.columns]].dropna(subset=["epoch"])
     frame["epoch"] = frame["epoch"].astype(int)
     if "trial_status" in frame:  # a diverged epoch was never validated (the scheduler got 0.0)
@@ -96,8 +87,9 @@ def stage_tables(stage: str, trials: Iterable[TrialRecord], base: Mapping[str, A
             "retries": trial.retries,
             "error": trial.error if trial.status == ERRORED else "",
             **{**base, **trial.config},
-            **{m: float(last.get(m, math.nan)) for m in METRICS},
-            "best_val_acc": float(history[METRIC].max()) if len(history) else math.nan,
+            **{m: float(last.get(m, math.nan)) for m in (*METRICS, *JUDGED)},
+            "best_val_acc": _best(history, METRIC, max),
+            "min_val_loss": _best(history, "val_loss", min),
             "seconds": float(last.get("time_total_s", math.nan)),
             "node_ip": str(last.get("node_ip", "")),
             "node_id": str(last.get("node_id", "")),
@@ -112,3 +104,9 @@ def stage_tables(stage: str, trials: Iterable[TrialRecord], base: Mapping[str, A
         epochs_df = epochs_df[front + [c for c in epochs_df.columns if c not in front]]
         epochs_df = epochs_df.sort_values(["trial_id", "epoch"]).reset_index(drop=True)
     return StageTables(trials_df, epochs_df)
+
+
+def _best(history: pd.DataFrame, column: str, pick) -> float:
+    if column not in history or history[column].isna().all():
+        return math.nan
+    return float(pick(history[column].dropna()))

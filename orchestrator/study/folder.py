@@ -19,7 +19,7 @@ import pandas as pd
 from orchestrator.names import SEARCH_STAGES, Step
 from orchestrator.search.results import StageTables
 from orchestrator.search.space import Param, parse_space
-from orchestrator.study.spec import StudySpec, parse_spec
+from orchestrator.study.spec import StudySpec, parse_saved_spec
 from trainables.errors import BabysitterError
 from trainables.metrics import ClassificationReport
 
@@ -202,7 +202,7 @@ class StudyFolder:
                 f"STUDY_DIR {str(self.path)!r} holds no study (no spec.yaml); start one with "
                 "`babysit run STUDY --study-dir DIR`"
             )
-        return parse_spec(self.spec_file.read_text(), str(self.spec_file))
+        return parse_saved_spec(self.spec_file.read_text(), str(self.spec_file))
 
     def read_state(self) -> StudyState:
         if not self.state_file.exists():

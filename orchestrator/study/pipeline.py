@@ -14,8 +14,8 @@ import pandas as pd
 
 from orchestrator.names import METRIC, Step
 from orchestrator.run_folder import RunFolder, train_run
-from orchestrator.search.narrowing import narrow
-from orchestrator.search.results import rank
+from orchestrator.search.narrowing import Limit, narrow
+from orchestrator.search.ranking import rank
 from orchestrator.search.space import Param
 from orchestrator.search.stage import StageRun, StageRunner
 from orchestrator.study.folder import (
@@ -25,11 +25,18 @@ from orchestrator.study.folder import (
     Summary,
 )
 from orchestrator.study.observer import Observers, StudyObserver
+from orchestrator.study.plan import plan_study
 from orchestrator.study.sanity_step import run_sanity
 from orchestrator.study.spec import StudySpec
 from trainables.config import TrialConfig
-from trainables.datasets import DataSplits
+from trainables.cross_validation import merged
+from trainables.datasets import DataSplits, Split
 from trainables.errors import BabysitterError
+from trainables.sanity import explodes_above, penalty_limit
+from trainables.trial_state import build_model
+
+# Narrowing never widens l2 past the value whose penalty at initialisation is this many ln C.
+PENALTY_LIMIT = 10.0
 
 
 class Study:
@@ -48,6 +55,7 @@ class Study:
         self.folder, self.spec, self.data, self.runner = folder, spec, data, runner
         self.events: StudyObserver = Observers(observers)  # type: ignore[assignment]
         self.skip_sanity = skip_sanity
+        self.plan = plan_study(spec, len(data.train), len(data.val))
 
     def run(self, target: Step = Step.FINAL) -> Summary:
         """Every step up to ``target`` that has not finished yet; returns the summary."""
@@ -81,7 +89,7 @@ class Study:
         best = rank(fine)
         if best.empty:
             raise BabysitterError(_nothing_usable(Step.FINE, fine))
-        chosen = _config_of(best.iloc[0], spec, fine_space)
+        chosen = _config_of(best.iloc[0], spec, fine_space).replace(epochs=self.plan.final_epochs)
         summary = _with(summary, final=self._final(chosen, list(fine_space)))
         self.folder.write_summary(summary)
         return summary
@@ -116,18 +124,19 @@ class Study:
     def _stage(self, spec: StudySpec, name: Step, space: dict[str, Param]) -> pd.DataFrame:
         tables = self.folder.read_stage(name)
         if tables is None:
+            base = spec.base_config().replace(cv_folds=self.plan.folds)
             run = StageRun(
                 name,
-                spec.stage(name),
+                self.plan.stage(name),
                 space,
-                spec.base_config(),
+                base,
                 spec.resources,
                 spec.retries,
                 self.folder.ray,
-                seed=spec.base_config().seed + name.order - 1,
+                seed=base.seed + name.order - 1,
             )
             self.events.stage_started(run)
-            tables = self.runner.run(run, self.data, self.events)
+            tables = self.runner.run(run, without_test(self.data), self.events)
             self.folder.write_stage(name, tables)
             self.events.step_finished(name)
         path = self.folder.stage_files(name)[0]
@@ -137,20 +146,35 @@ class Study:
     def _narrowing(self, spec: StudySpec, coarse: pd.DataFrame) -> dict[str, Param]:
         record = self.folder.read_narrowing()
         if record is None:
-            record = decide_narrowing(spec, coarse)
+            record = decide_narrowing(spec, coarse, self._limits(spec))
             self.folder.write_narrowing(record)
         self.events.narrowing_decided(record)
         return record.space()
 
+    def _limits(self, spec: StudySpec) -> dict[str, Limit]:
+        """How far narrowing may widen, from what the sanity checks measured."""
+        limits = {}
+        sanity = self.folder.read_sanity()
+        explodes = explodes_above(sanity.report.probes) if sanity is not None else None
+        if explodes is not None:
+            limits["lr"] = Limit(explodes, f"the lr probe explodes at {explodes:.0e}")
+        l2 = penalty_limit(spec.base_config(), self.data, build_model, PENALTY_LIMIT)
+        why = f"above it the initial L2 penalty exceeds {PENALTY_LIMIT:g} x ln C"
+        limits["l2"] = Limit(l2, why)
+        return limits
+
     def _final(self, config: TrialConfig, searched: list[str]) -> dict[str, Any]:
+        """The chosen config trained once more: on train + val when the trials
+        cross-validated (no validation split is left), on train otherwise; then tested."""
         folder = self.folder
+        data = merged(self.data) if self.plan.folds else self.data
         if Step.FINAL in folder.finished():
             self.events.final_started(config, reused=folder.final)
         else:
             self.events.final_started(config, reused=None)
             run = RunFolder.open(folder.final, resume=True)
-            np.save(folder.input_example, input_example(self.data))
-            train_run(run, config, self.data, on_epoch=lambda r: self.events.final_epoch(config, r))
+            np.save(folder.input_example, input_example(data))
+            train_run(run, config, data, on_epoch=lambda r: self.events.final_epoch(config, r))
         record = folder.read_final()
         self.events.final_result(record, searched)
         self.events.step_finished(Step.FINAL)
@@ -160,13 +184,16 @@ class Study:
         return outcome
 
 
-def decide_narrowing(spec: StudySpec, coarse: pd.DataFrame) -> NarrowingRecord:
-    """The fine space from the coarse stage's top trials (the lecture's coarse -> fine)."""
+def decide_narrowing(
+    spec: StudySpec, coarse: pd.DataFrame, limits: dict[str, Limit] | None = None
+) -> NarrowingRecord:
+    """The fine space from the coarse stage's top trials (the lecture's coarse -> fine), never
+    widened past ``limits``."""
     space = spec.space()
     numeric = [p.range() for p in space.values() if p.numeric]
     try:
         decisions = narrow(
-            numeric, coarse.to_dict("records"), metric=METRIC, top_k=spec.narrowing.top_k
+            numeric, rank(coarse).to_dict("records"), top_k=spec.narrowing.top_k, limits=limits
         )
     except ValueError:
         raise BabysitterError(_nothing_usable(Step.COARSE, coarse)) from None
@@ -190,6 +217,13 @@ def decide_narrowing(spec: StudySpec, coarse: pd.DataFrame) -> NarrowingRecord:
     )
 
 
+def without_test(data: DataSplits) -> DataSplits:
+    """``data`` with an empty test split: what the search sees, so that no trial can touch
+    the images the final report is scored on."""
+    empty = Split(data.test.images[:0], data.test.labels[:0])
+    return dataclasses.replace(data, test=empty)
+
+
 def input_example(data: DataSplits) -> np.ndarray:
     """Two normalized test images: what the logged model takes as input."""
     shape = (1, data.channels, 1, 1)
@@ -200,9 +234,7 @@ def input_example(data: DataSplits) -> np.ndarray:
 
 def _config_of(row: pd.Series, spec: StudySpec, space: dict[str, Param]) -> TrialConfig:
     values = {name: plain(row[name]) for name in space}
-    return spec.base_config().replace(
-        **values, epochs=spec.final_epochs, threads=os.cpu_count() or 1
-    )
+    return spec.base_config().replace(**values, threads=os.cpu_count() or 1)
 
 
 def _best_row(trials: pd.DataFrame, space: dict[str, Param]) -> dict[str, Any]:
@@ -213,6 +245,7 @@ def _best_row(trials: pd.DataFrame, space: dict[str, Param]) -> dict[str, Any]:
     return {
         "trial_id": row["trial_id"],
         METRIC: float(row[METRIC]),
+        f"{METRIC}_se": float(row["score_se"]),
         **{name: plain(row[name]) for name in space},
     }
 

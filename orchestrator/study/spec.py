@@ -23,22 +23,26 @@ AUTO = "auto"  # search_space.lr: auto takes the coarse range from the sanity ch
 # Settings a search may not vary: they pick the data, the length or the place of a trial.
 NOT_SEARCHABLE = frozenset(
     {"dataset", "data", "val_fraction", "test_fraction", "split_seed", "train_subset"}
-    | {"epochs", "device", "threads"}
+    | {"epochs", "device", "threads", "cv_folds"}
 )
 
 
 @dataclass(frozen=True)
 class Budget:
-    """Caps on (trials, epochs) per stage, final epochs and training images."""
+    """Caps on (trials, epochs) per stage, final epochs, training images and optimizer steps
+    per rung (smoke checks the plumbing, not the judgement: its rungs are not stretched)."""
 
     coarse: tuple[int, int]
     fine: tuple[int, int]
     final_epochs: int
     train_subset: int
+    min_rung_steps: int | None = None
 
 
 BUDGETS: dict[BudgetName, Budget | None] = {
-    BudgetName.SMOKE: Budget(coarse=(4, 1), fine=(2, 2), final_epochs=2, train_subset=600),
+    BudgetName.SMOKE: Budget(
+        coarse=(4, 1), fine=(2, 2), final_epochs=2, train_subset=600, min_rung_steps=1
+    ),
     BudgetName.DEMO: Budget(coarse=(24, 3), fine=(8, 8), final_epochs=10, train_subset=10_000),
     BudgetName.FULL: None,
 }
@@ -97,6 +101,9 @@ class StudySpec(_Strict):
     resources: Resources = Resources()
     retries: int = Field(2, ge=0)
     budget: BudgetName = BudgetName.FULL
+    # auto: 5-fold cross-validation when the validation split is small (plan.CV_BELOW)
+    cv: Literal["auto", "off"] | int = "auto"
+    min_rung_steps: int = Field(40, ge=1)
 
     @field_validator("trial")
     @classmethod
@@ -104,6 +111,8 @@ class StudySpec(_Strict):
         unknown = sorted(set(trial) - set(field_names()))
         if unknown:
             raise ValueError(f"unknown setting {unknown[0]!r}; known: {', '.join(field_names())}")
+        if "cv_folds" in trial:
+            raise ValueError("cv_folds is set by the study; write cv: K at the spec's top level")
         TrialConfig(**trial)
         return trial
 
@@ -125,6 +134,18 @@ class StudySpec(_Strict):
                 )
         parse_space(_given(space))
         return space
+
+    @field_validator("cv", mode="before")
+    @classmethod
+    def _off(cls, cv: Any) -> Any:
+        return "off" if cv is False else cv  # YAML reads a bare off as false
+
+    @field_validator("cv")
+    @classmethod
+    def _folds(cls, cv: str | int) -> str | int:
+        if isinstance(cv, int) and cv < 2:
+            raise ValueError("needs at least 2 folds; write cv: off to score on the val split")
+        return cv
 
     @model_validator(mode="after")
     def _consistent(self) -> StudySpec:
@@ -198,6 +219,7 @@ class StudySpec(_Strict):
                 "coarse": coarse,
                 "fine": self.fine.capped(*caps.fine),
                 "final": Final(epochs=min(self.final_epochs, caps.final_epochs)),
+                "min_rung_steps": min(self.min_rung_steps, caps.min_rung_steps or math.inf),
             }
         )
 
@@ -272,6 +294,19 @@ def parse_spec(text: str, origin: str) -> StudySpec:
     if not isinstance(data, dict):
         raise ConfigError(f"{origin}: a study spec is a YAML mapping (name:, trial:, ...)")
     return validate(data, origin)
+
+
+# What a spec saved by an older version meant by the keys it did not have yet.
+SAVED_DEFAULTS = {"cv": "off", "min_rung_steps": 1}
+
+
+def parse_saved_spec(text: str, origin: str) -> StudySpec:
+    """A study folder's spec.yaml: keys added since it was written keep the behaviour of the
+    version that wrote it, so an old study resumes as it started."""
+    spec = parse_spec(text, origin)
+    data = yaml.load(text, Loader=_SpecLoader)
+    missing = {k: v for k, v in SAVED_DEFAULTS.items() if k not in data}
+    return spec.model_copy(update=missing) if missing else spec
 
 
 def validate(data: dict[str, Any], origin: str) -> StudySpec:

@@ -10,8 +10,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from orchestrator.names import METRIC, TRACKING_WAIT_S, Step
-from orchestrator.search.results import rank
+from orchestrator.search.ranking import judge, rank
 from orchestrator.search.space import Param
 from orchestrator.study.folder import StudyFolder
 from orchestrator.study.spec import StudySpec
@@ -25,6 +27,7 @@ from orchestrator.tracking.store import (
 from trainables.config import field_names
 from trainables.errors import BabysitterError
 from trainables.metrics import ClassificationReport
+from trainables.status import USABLE
 
 PROBE_CURVE = "probe_loss/lr {}"  # MLflow names allow no "+" or "="
 
@@ -85,8 +88,13 @@ def record_stage(tracker: StudyTracker, folder: StudyFolder, spec: StudySpec, st
         return
     trials, epochs = tables.trials, tables.epochs
     space = folder.stage_space(spec, stage)
-    tracker.stage_run(stage, stage_params(spec, stage, space))
+    params = stage_params(spec, stage, space)
+    if len(trials) and "epochs" in trials:  # as planned for the data (cv, steps per rung)
+        params["epochs"] = int(trials["epochs"].iloc[0])
+        params["cv_folds"] = int(trials.get("cv_folds", pd.Series([0])).iloc[0])
+    tracker.stage_run(stage, params)
     fields = set(field_names())
+    flags = dict(zip(trials["trial_id"], judge(trials)["flag"], strict=True))
     for row in trials.to_dict("records"):
         config = {k: v for k, v in row.items() if k in fields}
         run_id = tracker.trial_run(
@@ -96,12 +104,19 @@ def record_stage(tracker: StudyTracker, folder: StudyFolder, spec: StudySpec, st
             tracker.log_epochs(
                 run_id, epochs[epochs["trial_id"] == row["trial_id"]].to_dict("records")
             )
-        tracker.finish_trial(run_id, row["status"], int(row["epochs_run"]), row.get("error", ""))
+        tracker.finish_trial(
+            run_id,
+            row["status"],
+            int(row["epochs_run"]),
+            row.get("error", ""),
+            flags[row["trial_id"]] if row["status"] in USABLE else "",
+        )
     best = rank(trials)
     metrics, tags = {}, {}
     if len(best):
         top = best.iloc[0]
         metrics[f"best_{METRIC}"] = float(top[METRIC])
+        metrics[f"best_{METRIC}_se"] = float(top["score_se"])
         tags["best_trial_id"] = str(top["trial_id"])
         tags["best_run_id"] = tracker.trial_run(stage, top["trial_id"], {}, "")
     tags.update({f"count.{k}": str(v) for k, v in trials["status"].value_counts().items()})

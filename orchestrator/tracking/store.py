@@ -26,6 +26,8 @@ from trainables.status import TrialStatus
 Echo = Callable[[str], None]
 MARKER = "lr"  # reported at every epoch, diverged ones included: its steps are the delivered epochs
 TRACKED = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "images_per_s", "epoch_seconds")
+TRACKED += ("val_acc_se", "val_loss_se", "train_penalty")
+PER_LAYER_OR_FOLD = ("update_ratio/", "fold")
 RETRY_S = 10.0
 URI_VARIABLE = "MLFLOW_TRACKING_URI"
 HTTP = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
@@ -37,7 +39,7 @@ def epoch_metrics(report: Mapping[str, Any]) -> dict[str, float]:
     diverged = report.get("trial_status") == DIVERGED
     metrics = {}
     for key, value in report.items():
-        if key not in TRACKED and not key.startswith("update_ratio/"):
+        if key not in TRACKED and not key.startswith(PER_LAYER_OR_FOLD):
             continue
         if diverged and key.startswith("val_"):
             continue
@@ -225,8 +227,12 @@ class StudyTracker:
             sent += 1
         return sent
 
-    def finish_trial(self, run_id: str, status: str, epochs_run: int, error: str = "") -> None:
+    def finish_trial(
+        self, run_id: str, status: str, epochs_run: int, error: str = "", flag: str = ""
+    ) -> None:
         tags = {"status": status, "epochs_run": str(epochs_run)}
+        if flag:
+            tags["flag"] = flag
         if status == TrialStatus.STOPPED:
             tags["stopped_at_epoch"] = str(epochs_run)
         if error:

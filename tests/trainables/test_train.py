@@ -39,6 +39,19 @@ def test_reports_every_epoch_with_the_agreed_metrics(small, small_faces):
     assert reports[-1].metrics["train_loss"] < reports[0].metrics["train_loss"]
 
 
+def test_each_epoch_says_how_noisy_its_score_is(small, small_faces):
+    """The validation score carries its standard error; the initial validation loss and the
+    penalty's share of the training loss tell a trial that learned from one that did not."""
+    last = train(small.replace(l2=1e-2), small_faces).history[-1]
+    n = len(small_faces.val)
+    p = (last["val_acc"] * n + 1) / (n + 2)
+    assert last["val_acc_se"] == pytest.approx(math.sqrt(p * (1 - p) / n))
+    assert 0 < last["val_loss_se"] < 0.2
+    assert last["val_loss_initial"] == pytest.approx(math.log(2), abs=0.1)
+    assert 0 < last["train_penalty"] < last["train_loss"]
+    assert last["chance_acc"] == pytest.approx(0.65, abs=0.02)  # 4,548 of 6,977 are non-faces
+
+
 def test_initial_loss_is_ln_classes_and_l2_raises_it(small, small_faces):
     plain = train(small.replace(l2=0.0, epochs=1, lr=1e-9), small_faces)
     assert plain.initial_loss == pytest.approx(math.log(2), abs=0.1)
@@ -129,7 +142,8 @@ READS = ("item", "tolist", "cpu", "numpy", "__float__", "__int__", "__bool__", "
 
 def test_the_loop_reads_the_device_once_per_sync_every_steps(small, small_faces, monkeypatch):
     """On a GPU each read of a device value stalls the host; the loop reads its batch losses in
-    one go every SYNC_EVERY steps, plus a few reads per epoch (validation, update ratios)."""
+    one go every SYNC_EVERY steps, plus a few reads per epoch (validation, update ratios) and
+    one before training (the initial validation loss)."""
     config = small.replace(epochs=2, batch_size=16)
     steps_per_epoch = math.ceil(len(small_faces.train) / config.batch_size)
     reads = []
@@ -146,9 +160,9 @@ def test_the_loop_reads_the_device_once_per_sync_every_steps(small, small_faces,
     monkeypatch.undo()
     assert len(batches) == 2 * steps_per_epoch == 76
     per_epoch = math.ceil(steps_per_epoch / SYNC_EVERY) + 2  # the losses, validation, ratios
-    assert len(reads) <= 2 * per_epoch, reads
+    assert len(reads) <= 2 * per_epoch + 1, reads
     within_epoch = [len(b) for b in batches[:steps_per_epoch]]
-    assert max(within_epoch) <= math.ceil(steps_per_epoch / SYNC_EVERY)
+    assert max(within_epoch) <= math.ceil(steps_per_epoch / SYNC_EVERY) + 1  # + initial val
 
 
 def test_a_diverged_trial_stops_within_sync_every_steps(small, small_faces):

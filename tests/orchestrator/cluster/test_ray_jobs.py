@@ -82,6 +82,7 @@ search_space:
 coarse: {trials: 2, epochs: 1}
 fine: {trials: 2, epochs: 1}
 final: {epochs: 1}
+min_rung_steps: 1  # plumbing, not judgement: no stretched rungs
 """
 
 

@@ -1,6 +1,6 @@
 import pandas as pd
 
-from orchestrator.search.results import rank, trial_status
+from orchestrator.search.results import TrialRecord, history_frame, stage_tables, trial_status
 
 
 def test_statuses_tell_asha_stops_from_completions_and_divergence():
@@ -14,12 +14,26 @@ def test_statuses_tell_asha_stops_from_completions_and_divergence():
     assert trial_status("PENDING", {}, 5) == "pending"
 
 
-def test_diverged_and_errored_trials_never_rank_and_completed_ones_come_first():
-    trials = pd.DataFrame(
+def test_a_trial_row_keeps_what_judges_it_and_the_folds_per_epoch():
+    epochs = [
         {
-            "trial_id": ["a", "b", "c", "d", "e"],
-            "status": ["stopped_by_asha", "completed", "diverged", "errored", "completed"],
-            "val_acc": [0.99, 0.90, 1.0, 1.0, 0.95],
+            "epoch": e,
+            "val_acc": acc,
+            "val_loss": loss,
+            "val_acc_se": 0.05,
+            "folds": 2,
+            "val_loss_initial": 0.69,
+            "fold0/val_acc": acc,
+            "fold1/val_acc": acc,
+            "ignored": 1,
         }
-    )
-    assert list(rank(trials)["trial_id"]) == ["e", "b", "a"]
+        for e, acc, loss in ((1, 0.6, 0.5), (2, 0.8, 0.3), (3, 0.7, 0.4))
+    ]
+    record = TrialRecord("t0", "completed", {"lr": 0.01}, history_frame(epochs))
+    tables = stage_tables("coarse", [record], {"l2": 0.0})
+    row = tables.trials.iloc[0]
+    assert (row["val_acc"], row["best_val_acc"], row["min_val_loss"]) == (0.7, 0.8, 0.3)
+    assert (row["val_acc_se"], row["val_loss_initial"], row["folds"]) == (0.05, 0.69, 2)
+    assert {"fold0/val_acc", "fold1/val_acc"} <= set(tables.epochs.columns)
+    assert "ignored" not in tables.epochs.columns
+    assert isinstance(tables.trials, pd.DataFrame)

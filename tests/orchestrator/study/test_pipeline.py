@@ -45,6 +45,7 @@ coarse: {{trials: 1, epochs: 3, search: grid, scheduler: {{type: fifo}}}}
 fine: {{trials: 1, epochs: 2, search: grid, scheduler: {{type: fifo}}}}
 final: {{epochs: 2}}
 retries: 1
+min_rung_steps: 1
 """
 
 
@@ -89,6 +90,7 @@ def auto_lr_spec(folder: Path) -> Path:
     spec["fine"] = {"trials": 4, "epochs": 2}  # widened past the probe's range, some diverge
     spec["final"] = {"epochs": 2}
     spec["narrowing"] = {"top_k": 3}
+    spec["min_rung_steps"] = 1
     (folder / "faces.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     return folder / "faces.yaml"
 

@@ -32,6 +32,7 @@ coarse: {{trials: 4, epochs: 3, scheduler: {{grace_period: 1, reduction_factor: 
 fine: {{trials: 2, epochs: 2}}
 final: {{epochs: 2}}
 narrowing: {{top_k: 3}}
+min_rung_steps: 1  # plumbing, not judgement: no stretched rungs
 """
 FIXTURE = Path(__file__).parents[2] / "fixtures" / "study-0945122"
 

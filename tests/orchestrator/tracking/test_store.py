@@ -46,6 +46,7 @@ search_space:
   l2: {loguniform: [1.0e-5, 1.0e-3]}
 coarse: {trials: 8, epochs: 2, scheduler: {type: fifo}}
 fine: {trials: 2, epochs: 2}
+min_rung_steps: 1  # plumbing, not judgement: no stretched rungs
 """
 
 
