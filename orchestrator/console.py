@@ -96,13 +96,18 @@ def stage_table(stage: str, trials: pd.DataFrame, params: list[str], top_k: int)
 
 
 def narrowing_lines(record: NarrowingRecord) -> str:
-    lines = [f"narrow   from the top {record.top_k} coarse trials by {record.metric}:"]
+    lines = [
+        f"narrow   {record.source} -> {record.into}, from the top {record.top_k} "
+        f"{record.source} trials by {record.metric}:"
+    ]
     for d in record.decisions:
         (kind, old), (_, new) = next(iter(d.old.items())), next(iter(d.new.items()))
         lines.append(
             f"  {d.name:<10} {kind} [{old[0]:.3g}, {old[1]:.3g}] -> [{new[0]:.3g}, "
             f"{new[1]:.3g}]  {d.reason}"
         )
+    if record.stop:
+        lines.append(f"rounds   no {record.into} round: {record.stop}")
     return "\n".join(lines)
 
 
@@ -173,7 +178,8 @@ class ConsoleObserver(StudyObserver):
         self.echo(
             f"study    {spec.name} (budget {spec.budget}) in {study.folder.path}: coarse "
             f"{coarse.trials}x{coarse.epochs} ep, fine {fine.trials}x{fine.epochs} ep, final "
-            f"{plan.final_epochs} ep"
+            f"{plan.final_epochs} ep, rounds {spec.rounds}"
+            + (f" (at most {spec.max_rounds})" if spec.rounds == "auto" else "")
         )
         self.echo(
             f"study    trials score by {plan.scoring(len(study.data.val))}; "
@@ -236,7 +242,7 @@ class ConsoleObserver(StudyObserver):
         if reused is not None:
             self.echo(f"final  already trained: {reused}")
         else:
-            self.echo(f"final  training the best fine config for {config.epochs} epochs")
+            self.echo(f"final  training the best config for {config.epochs} epochs")
 
     def final_epoch(self, config: TrialConfig, report: EpochReport) -> None:
         self.echo(

@@ -22,6 +22,23 @@ class Step(StrEnum):
 SEARCH_STAGES = (Step.COARSE, Step.FINE)
 
 
+def round_stage(number: int) -> str:
+    """The stage that runs search round ``number`` (from 1): coarse, fine, fine2, fine3, ..."""
+    if number < 1:
+        raise ValueError(f"round {number}: rounds count from 1")
+    return {1: Step.COARSE, 2: Step.FINE}.get(number, f"{Step.FINE}{number - 1}")
+
+
+def round_number(stage: str) -> int:
+    """The round a search stage runs (``round_stage``'s inverse)."""
+    if stage == Step.COARSE:
+        return 1
+    suffix = stage.removeprefix(Step.FINE)
+    if not stage.startswith(Step.FINE) or not (suffix == "" or suffix.isdigit()):
+        raise ValueError(f"{stage!r} is not a search stage (coarse, fine, fine2, ...)")
+    return int(suffix) + 1 if suffix else 2
+
+
 class BudgetName(StrEnum):
     SMOKE = "smoke"
     DEMO = "demo"

@@ -113,7 +113,7 @@ def _run(
     uri = _check_tracking(folder, spec, options)
     spec, data = load_study_data(spec, budget, options.cache_dir, options.echo)
     runner = options.runner
-    with ray_runtime(options.address, needed=runner is None and folder.needs_search(target)):
+    with ray_runtime(options.address, needed=runner is None and folder.needs_search(target, spec)):
         if runner is None:
             from orchestrator.search.ray_stage import RayStageRunner
 

@@ -205,9 +205,7 @@ def _newest_study(root: Path) -> Path:
 
 @cli.command()
 @click.argument("study_dir", type=click.Path(path_type=Path), metavar="STUDY_DIR")
-@click.option(
-    "--stage", type=click.Choice([str(s) for s in SEARCH_STAGES]), help="One stage [default: all]."
-)
+@click.option("--stage", help="One search stage: coarse, fine, fine2, ... [default: all].")
 @click.option("--epochs", "per_epoch", is_flag=True, help="One row per trial and epoch.")
 @click.option(
     "--out",
@@ -223,8 +221,14 @@ def results(study_dir: Path, stage: str | None, per_epoch: bool, out: Path | Non
 
     folder = StudyFolder(study_dir)
     spec = folder.read_spec()
+    done = folder.rounds_done()
+    if stage is not None and stage not in done:
+        raise BabysitterError(
+            f"--stage {stage!r}: {str(study_dir)!r} has no finished stage of that name; its "
+            f"finished stages: {', '.join(done) or 'none yet'}"
+        )
     frames = []
-    for name in [stage] if stage else SEARCH_STAGES:
+    for name in [stage] if stage else done:
         tables = folder.read_stage(name)
         if tables is not None:
             frames.append(tables.epochs if per_epoch else tables.trials)
@@ -240,7 +244,7 @@ def results(study_dir: Path, stage: str | None, per_epoch: bool, out: Path | Non
             shown += ["lr", "update_ratio/conv1"]
         else:
             shown = ["stage", "trial_id", "status", "epochs_run", "retries", *spec.search_space]
-            shown += ["train_loss", "val_loss", "val_acc", "seconds"]
+            shown += ["train_loss", "val_loss", "val_acc", "val_acc_se", "seconds"]
         with pd.option_context("display.width", 200, "display.float_format", "{:.4g}".format):
             click.echo(frame[[c for c in shown if c in frame]].to_string(index=False))
         click.echo(f"({len(frame)} rows; --out FILE.csv or .parquet exports every column)")

@@ -4,8 +4,10 @@ The lecture's rule: narrow around the best trials, but if the best ones sit on a
 the range, the optimum may lie outside it, so widen in that direction instead. With the
 guardrails a noisy score needs:
 
-- a boundary counts only when the top trials sitting there score better than the best top
-  trial inside by more than their standard error (a tie decides nothing);
+- a boundary counts only when the best top trial sitting there is better than the best top
+  trial inside beyond error: a higher score by more than its standard error, or a tied score
+  and a validation loss lower by more than the difference's standard error (a tie on both
+  decides nothing; on small data the loss, continuous, separates what the accuracy cannot);
 - a range widens by at most ``WIDEN`` of its span, and at most ``MAX_WIDEN_DECADES`` decades
   for a log range, per round;
 - never past a ``Limit`` the sanity checks measured (the lr where the probe explodes, the l2
@@ -106,20 +108,39 @@ class _Side:
 
 def _boundary(top: list[dict[str, Any]], points: list[float], sits) -> _Side | None:
     """None when no top trial sits on the boundary; else whether it counts: the best trial
-    there beats the best one inside by more than its error (or none is inside)."""
+    there (in rank order) beats the best one inside beyond error, or none is inside."""
     edge = [t for t, p in zip(top, points, strict=True) if sits(p)]
     if not edge:
         return None
     inside = [t for t, p in zip(top, points, strict=True) if not sits(p)]
-    best = max(edge, key=_score)
+    best = edge[0]
     text = f"top trial {best['trial_id']} ({_shown(best)}) sits there"
     if not inside:
         return _Side(True, f"{text}, no top trial inside")
-    rival = max(inside, key=_score)
+    rival = inside[0]
     versus = f"{rival['trial_id']} inside ({_shown(rival)})"
-    if _score(best) - _error(best) > _score(rival):
+    gap = _score(best) - _score(rival)
+    if gap > _error(best):
         return _Side(True, f"{text}, better than {versus} beyond its error")
+    if gap >= -_error(rival):
+        loss_gap, noise = _loss_gap(best, rival)
+        if loss_gap > noise:
+            return _Side(
+                True,
+                f"{text}, tied with {versus} but its val loss is lower beyond error "
+                f"({best['val_loss']:.3f} vs {rival['val_loss']:.3f} +- {noise:.3f})",
+            )
     return _Side(False, f"{text}, tied with {versus}: not widened")
+
+
+def _loss_gap(best: dict[str, Any], rival: dict[str, Any]) -> tuple[float, float]:
+    """How much lower ``best``'s validation loss is than ``rival``'s, and the error of that
+    difference (inf when either loss or its error is unknown: nothing is decided)."""
+    values = [best.get("val_loss"), rival.get("val_loss")]
+    errors = [best.get("val_loss_se"), rival.get("val_loss_se")]
+    if not all(v is not None and math.isfinite(v) for v in values + errors):
+        return 0.0, math.inf
+    return values[1] - values[0], math.hypot(*errors)
 
 
 def _score(trial: dict[str, Any]) -> float:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import pandas as pd
 
-from orchestrator.names import SEARCH_STAGES, Step
+from orchestrator.names import Step, round_stage
 from orchestrator.search.results import StageTables
 from orchestrator.search.space import Param, parse_space
 from orchestrator.study.spec import StudySpec, parse_saved_spec
@@ -91,12 +91,17 @@ class RangeDecision:
 
 @dataclass(frozen=True)
 class NarrowingRecord:
-    """narrowing.json: how each coarse range became a fine one, and the fine space."""
+    """narrowing.json (narrowing-fine2.json, ...): how each range of round ``source`` became
+    one of round ``into``, and that round's space; ``stop`` says why no further round runs
+    (then ``into`` never runs and the final config comes from ``source``)."""
 
     metric: str
     top_k: int
     decisions: tuple[RangeDecision, ...]
     fine_space: dict[str, Any]
+    source: str = Step.COARSE
+    into: str = Step.FINE
+    stop: str = ""
 
     def space(self) -> dict[str, Param]:
         return parse_space(self.fine_space)
@@ -107,7 +112,8 @@ class NarrowingRecord:
             RangeDecision(d["name"], d["old"], d["new"], d["reason"], tuple(d["trial_ids"]))
             for d in raw["decisions"]
         )
-        return cls(raw["metric"], raw["top_k"], decisions, raw["fine_space"])
+        extra = {k: raw[k] for k in ("source", "into", "stop") if k in raw}
+        return cls(raw["metric"], raw["top_k"], decisions, raw["fine_space"], **extra)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self) | {
@@ -137,6 +143,7 @@ class Summary:
     sanity: dict[str, Any] | None = None
     coarse: dict[str, Any] | None = None
     fine: dict[str, Any] | None = None
+    rounds: dict[str, Any] | None = None  # the best of each round after fine (fine2, ...)
     final: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -165,7 +172,11 @@ class StudyFolder:
 
     @property
     def narrowing_file(self) -> Path:
-        return self.path / "narrowing.json"
+        return self.narrowing_file_for(Step.FINE)
+
+    def narrowing_file_for(self, into: str) -> Path:
+        """The narrowing that made round ``into``'s space (narrowing.json for fine)."""
+        return self.path / ("narrowing.json" if into == Step.FINE else f"narrowing-{into}.json")
 
     @property
     def final(self) -> Path:
@@ -256,25 +267,44 @@ class StudyFolder:
             return
         self.read_state()
         self.read_sanity()
-        self.read_narrowing()
-        for stage in SEARCH_STAGES:
-            self.read_stage(stage)
+        for number in range(1, len(self.rounds_done()) + 2):
+            self.read_stage(round_stage(number))
+            if number > 1:
+                self.read_narrowing(round_stage(number))
         self.read_final()
         self.read_summary()
 
     # the steps' records
 
-    def finished(self) -> list[Step]:
-        """The steps whose record is complete in the folder, in order."""
-        done = [Step.SANITY] if self.sanity_file.exists() else []
-        done += [s for s in SEARCH_STAGES if self.stage_done(s)]
+    def finished(self) -> list[str]:
+        """The steps whose record is complete in the folder, in order (search rounds by their
+        stage names: coarse, fine, fine2, ...)."""
+        done: list[str] = [Step.SANITY] if self.sanity_file.exists() else []
+        done += self.rounds_done()
         if (self.final / "result.json").exists():
             done.append(Step.FINAL)
         return done
 
-    def needs_search(self, target: Step) -> bool:
-        """Whether a search stage up to ``target`` is still to run (and so needs Ray)."""
-        return any(not self.stage_done(s) for s in SEARCH_STAGES if s.order <= target.order)
+    def rounds_done(self) -> list[str]:
+        """The search rounds whose results are in the folder, in order."""
+        done, number = [], 1
+        while self.stage_done(round_stage(number)):
+            done.append(round_stage(number))
+            number += 1
+        return done
+
+    def needs_search(self, target: Step, spec: StudySpec) -> bool:
+        """Whether a search round up to ``target`` may still have to run (and so needs Ray):
+        not when the final model is trained, or the rounds reached their cap or stopped."""
+        if target == Step.SANITY or Step.FINAL in self.finished():
+            return False
+        done = self.rounds_done()
+        if target == Step.COARSE:
+            return not done
+        if len(done) >= spec.round_cap:
+            return False
+        last = self.read_narrowing(round_stage(len(done) + 1)) if done else None
+        return last is None or not last.stop
 
     def read_sanity(self) -> SanityRecord | None:
         if not self.sanity_file.exists():
@@ -309,19 +339,20 @@ class StudyFolder:
             frame.to_parquet(tmp, index=False)
             tmp.replace(path)
 
-    def read_narrowing(self) -> NarrowingRecord | None:
-        if not self.narrowing_file.exists():
+    def read_narrowing(self, into: str = Step.FINE) -> NarrowingRecord | None:
+        path = self.narrowing_file_for(into)
+        if not path.exists():
             return None
-        fix = "delete it to narrow again from the coarse results"
-        return _read(self.narrowing_file, fix, NarrowingRecord.from_dict)
+        fix = "delete it to narrow again from the previous round's results"
+        return _read(path, fix, NarrowingRecord.from_dict)
 
     def write_narrowing(self, record: NarrowingRecord) -> None:
-        _write_json(self.narrowing_file, record.to_dict())
+        _write_json(self.narrowing_file_for(record.into), record.to_dict())
 
     def stage_space(self, spec: StudySpec, stage: str) -> dict[str, Param]:
-        """The space a stage searched: the spec's for coarse, the narrowed one for fine."""
-        narrowing = self.read_narrowing()
-        if stage == Step.FINE and narrowing is not None:
+        """The space a stage searched: the spec's for coarse, the narrowed one after."""
+        narrowing = self.read_narrowing(stage) if stage != Step.COARSE else None
+        if narrowing is not None:
             return narrowing.space()
         return self.resolve(spec).space()
 

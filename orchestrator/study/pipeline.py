@@ -5,6 +5,7 @@ how resume works). Whoever watches (console, MLflow) is told through the observe
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -12,9 +13,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from orchestrator.names import METRIC, Step
+from orchestrator.names import METRIC, Step, round_number, round_stage
 from orchestrator.run_folder import RunFolder, train_run
-from orchestrator.search.narrowing import Limit, narrow
+from orchestrator.search.narrowing import Limit, NarrowDecision, narrow
 from orchestrator.search.ranking import rank
 from orchestrator.search.space import Param
 from orchestrator.search.stage import StageRun, StageRunner
@@ -27,7 +28,7 @@ from orchestrator.study.folder import (
 from orchestrator.study.observer import Observers, StudyObserver
 from orchestrator.study.plan import plan_study
 from orchestrator.study.sanity_step import run_sanity
-from orchestrator.study.spec import StudySpec
+from orchestrator.study.spec import AUTO, StudySpec
 from trainables.config import TrialConfig
 from trainables.cross_validation import merged
 from trainables.datasets import DataSplits, Split
@@ -37,6 +38,7 @@ from trainables.trial_state import build_model
 
 # Narrowing never widens l2 past the value whose penalty at initialisation is this many ln C.
 PENALTY_LIMIT = 10.0
+SETTLED = 0.5
 
 
 class Study:
@@ -77,20 +79,30 @@ class Study:
             summary = _with(summary, sanity={"passed": sanity.passed, "lr_range": lr_range})
         if target == Step.SANITY:
             return summary
-        coarse = self._stage(spec, Step.COARSE, spec.space())
-        summary = _with(summary, coarse=_best_row(coarse, spec.space()))
+        space = spec.space()
+        trials = self._stage(spec, Step.COARSE, space)
+        summary = _with(summary, coarse=_best_row(trials, space))
         if target == Step.COARSE:
             return summary
-        fine_space = self._narrowing(spec, coarse)
-        fine = self._stage(spec, Step.FINE, fine_space)
-        summary = _with(summary, fine=_best_row(fine, fine_space))
+        stage, rounds = Step.COARSE, {}
+        while round_number(stage) < spec.round_cap:
+            record = self._narrowing(spec, stage, trials, space)
+            if record.stop:
+                break
+            stage, space = record.into, record.space()
+            trials = self._stage(spec, stage, space)
+            if stage == Step.FINE:
+                summary = _with(summary, fine=_best_row(trials, space))
+            else:
+                rounds[stage] = _best_row(trials, space)
+                summary = _with(summary, rounds=dict(rounds))
         if target == Step.FINE:
             return summary
-        best = rank(fine)
+        best = rank(trials)
         if best.empty:
-            raise BabysitterError(_nothing_usable(Step.FINE, fine))
-        chosen = _config_of(best.iloc[0], spec, fine_space).replace(epochs=self.plan.final_epochs)
-        summary = _with(summary, final=self._final(chosen, list(fine_space)))
+            raise BabysitterError(_nothing_usable(stage, trials))
+        chosen = _config_of(best.iloc[0], spec, space).replace(epochs=self.plan.final_epochs)
+        summary = _with(summary, final={"round": stage, **self._final(chosen, list(space))})
         self.folder.write_summary(summary)
         return summary
 
@@ -121,7 +133,7 @@ class Study:
             self.events.lr_resolved(resolved.space()["lr"])
         return resolved
 
-    def _stage(self, spec: StudySpec, name: Step, space: dict[str, Param]) -> pd.DataFrame:
+    def _stage(self, spec: StudySpec, name: str, space: dict[str, Param]) -> pd.DataFrame:
         tables = self.folder.read_stage(name)
         if tables is None:
             base = spec.base_config().replace(cv_folds=self.plan.folds)
@@ -133,7 +145,7 @@ class Study:
                 spec.resources,
                 spec.retries,
                 self.folder.ray,
-                seed=base.seed + name.order - 1,
+                seed=base.seed + round_number(name) - 1,
             )
             self.events.stage_started(run)
             tables = self.runner.run(run, without_test(self.data), self.events)
@@ -143,13 +155,17 @@ class Study:
         self.events.stage_results(name, tables.trials, list(space), spec.narrowing.top_k, path)
         return tables.trials
 
-    def _narrowing(self, spec: StudySpec, coarse: pd.DataFrame) -> dict[str, Param]:
-        record = self.folder.read_narrowing()
+    def _narrowing(
+        self, spec: StudySpec, source: str, trials: pd.DataFrame, space: dict[str, Param]
+    ) -> NarrowingRecord:
+        """The next round's space from round ``source``'s trials (decided once, kept)."""
+        into = round_stage(round_number(source) + 1)
+        record = self.folder.read_narrowing(into)
         if record is None:
-            record = decide_narrowing(spec, coarse, self._limits(spec))
+            record = decide_narrowing(spec, trials, self._limits(spec), source, space)
             self.folder.write_narrowing(record)
         self.events.narrowing_decided(record)
-        return record.space()
+        return record
 
     def _limits(self, spec: StudySpec) -> dict[str, Limit]:
         """How far narrowing may widen, from what the sanity checks measured."""
@@ -185,21 +201,30 @@ class Study:
 
 
 def decide_narrowing(
-    spec: StudySpec, coarse: pd.DataFrame, limits: dict[str, Limit] | None = None
+    spec: StudySpec,
+    trials: pd.DataFrame,
+    limits: dict[str, Limit] | None = None,
+    source: str = Step.COARSE,
+    space: dict[str, Param] | None = None,
 ) -> NarrowingRecord:
-    """The fine space from the coarse stage's top trials (the lecture's coarse -> fine), never
-    widened past ``limits``."""
-    space = spec.space()
+    """The next round's space from the top trials of round ``source`` (which searched
+    ``space``, the spec's by default): the lecture's coarse -> fine, never widened past
+    ``limits``. With ``rounds: auto`` a fine round is the last when its best trials sit inside
+    the box and the box stopped shrinking (``stop`` says so)."""
+    space = space if space is not None else spec.space()
     numeric = [p.range() for p in space.values() if p.numeric]
     try:
         decisions = narrow(
-            numeric, rank(coarse).to_dict("records"), top_k=spec.narrowing.top_k, limits=limits
+            numeric, rank(trials).to_dict("records"), top_k=spec.narrowing.top_k, limits=limits
         )
     except ValueError:
-        raise BabysitterError(_nothing_usable(Step.COARSE, coarse)) from None
+        raise BabysitterError(_nothing_usable(source, trials)) from None
     fine = dict(space)
     for d in decisions:
         fine[d.new.name] = space[d.new.name].with_range(d.new)
+    stop = ""
+    if spec.rounds == AUTO and round_number(source) >= 2:
+        stop = rounds_settled(decisions)
     return NarrowingRecord(
         METRIC,
         spec.narrowing.top_k,
@@ -214,6 +239,24 @@ def decide_narrowing(
             for d in decisions
         ),
         {name: p.to_spec() for name, p in fine.items()},
+        source=source,
+        into=round_stage(round_number(source) + 1),
+        stop=stop,
+    )
+
+
+def rounds_settled(decisions: list[NarrowDecision]) -> str:
+    """Why no further round is needed (empty when one is): no range widens (the best sit
+    inside the box) and the narrowed box keeps more than ``SETTLED`` of the old one's volume
+    in the searched units (the top trials spread over most of it: narrowing learns little)."""
+    if any(d.new.low < d.old.low or d.new.high > d.old.high for d in decisions):
+        return ""
+    kept = math.prod(d.new.span / d.old.span for d in decisions)
+    if kept <= SETTLED:
+        return ""
+    return (
+        f"the best trials sit inside the box and it stopped shrinking (the next box would "
+        f"keep {kept:.0%} of it, more than {SETTLED:.0%})"
     )
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from orchestrator.names import Step
+from orchestrator.names import Step, round_number
 from orchestrator.study.spec import Stage, StudySpec
 
 # Trials cross-validate (cv: auto) when the validation split holds fewer images than this: on
@@ -46,7 +46,8 @@ class Plan:
     final_epochs: int
 
     def stage(self, name: str) -> Stage:
-        return self.stages[name].stage
+        """A search stage as planned: round 1 is coarse, every later round is a fine one."""
+        return self.stages[Step.COARSE if round_number(name) == 1 else Step.FINE].stage
 
     def scoring(self, val_images: int) -> str:
         if self.folds:

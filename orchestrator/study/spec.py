@@ -14,7 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from orchestrator.names import SEARCH_STAGES, BudgetName, Step
+from orchestrator.names import SEARCH_STAGES, BudgetName, round_number
 from orchestrator.search.space import Param, parse_space
 from trainables.config import TrialConfig, field_names
 from trainables.errors import ConfigError
@@ -104,6 +104,10 @@ class StudySpec(_Strict):
     # auto: 5-fold cross-validation when the validation split is small (plan.CV_BELOW)
     cv: Literal["auto", "off"] | int = "auto"
     min_rung_steps: int = Field(40, ge=1)
+    # search rounds: coarse, then fine rounds (fine, fine2, ...), each narrowed from the last;
+    # auto goes on until the best sit inside the box and it stopped shrinking (max_rounds cap)
+    rounds: Literal["auto"] | int = 2
+    max_rounds: int = Field(4, ge=2)
 
     @field_validator("trial")
     @classmethod
@@ -134,6 +138,15 @@ class StudySpec(_Strict):
                 )
         parse_space(_given(space))
         return space
+
+    @field_validator("rounds")
+    @classmethod
+    def _rounds(cls, rounds: str | int) -> str | int:
+        if isinstance(rounds, int) and rounds < 2:
+            raise ValueError(
+                "needs at least 2 (coarse and fine); write rounds: auto to let the results decide"
+            )
+        return rounds
 
     @field_validator("cv", mode="before")
     @classmethod
@@ -192,7 +205,13 @@ class StudySpec(_Strict):
         return self.model_copy(update={"search_space": space})
 
     def stage(self, name: str) -> Stage:
-        return {Step.COARSE: self.coarse, Step.FINE: self.fine}[Step(name)]
+        """The settings of a search stage: ``coarse``'s for round 1, ``fine``'s after."""
+        return self.coarse if round_number(name) == 1 else self.fine
+
+    @property
+    def round_cap(self) -> int:
+        """The most search rounds this study runs."""
+        return self.max_rounds if self.rounds == AUTO else int(self.rounds)
 
     @property
     def final_epochs(self) -> int:
@@ -297,7 +316,7 @@ def parse_spec(text: str, origin: str) -> StudySpec:
 
 
 # What a spec saved by an older version meant by the keys it did not have yet.
-SAVED_DEFAULTS = {"cv": "off", "min_rung_steps": 1}
+SAVED_DEFAULTS = {"cv": "off", "min_rung_steps": 1, "rounds": 2}
 
 
 def parse_saved_spec(text: str, origin: str) -> StudySpec:

@@ -121,10 +121,10 @@ def record_stage(tracker: StudyTracker, folder: StudyFolder, spec: StudySpec, st
         tags["best_run_id"] = tracker.trial_run(stage, top["trial_id"], {}, "")
     tags.update({f"count.{k}": str(v) for k, v in trials["status"].value_counts().items()})
     artifacts = list(folder.stage_files(stage))
-    narrowing = folder.read_narrowing()
-    if stage == Step.FINE and narrowing is not None:
+    narrowing = folder.read_narrowing(stage) if stage != Step.COARSE else None
+    if narrowing is not None:
         tags.update({f"narrowing.{d.name}": d.reason for d in narrowing.decisions})
-        artifacts.append(folder.narrowing_file)
+        artifacts.append(folder.narrowing_file_for(stage))
     tracker.finish_stage(stage, metrics=metrics, tags=tags, artifacts=artifacts)
 
 
@@ -168,6 +168,9 @@ def record_final(tracker: StudyTracker, folder: StudyFolder) -> None:
     tracker.log_epochs(run_id, [{**r, "trial_status": r.get("status")} for r in final.epochs])
     metrics: dict[str, float] = {}
     tags = {"status": final.status}
+    rounds = folder.rounds_done()
+    if rounds:
+        tags["chosen_from"] = rounds[-1]
     artifacts = [folder.final / "config.json", folder.final / "checkpoint.pt"]
     if final.reason:
         tags["reason"] = final.reason[:500]

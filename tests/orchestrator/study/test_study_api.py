@@ -175,7 +175,7 @@ def test_a_folder_from_the_previous_version_resumes(tmp_path, cache_dir, empty_s
     [
         ("study.json", "restore it or start a new study"),
         ("sanity.json", "delete it to run the checks again"),
-        ("narrowing.json", "delete it to narrow again from the coarse results"),
+        ("narrowing.json", "delete it to narrow again from the previous round's results"),
         ("results/coarse.parquet", "delete coarse.parquet and coarse_epochs.parquet to rebuild"),
     ],
 )

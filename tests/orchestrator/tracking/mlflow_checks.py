@@ -86,14 +86,18 @@ def assert_sanity_recorded(uri: str, experiment: str, study: Path) -> None:
 
 
 def assert_study_recorded(uri: str, experiment: str, study: Path) -> None:
-    """The whole tree of a finished study: sanity when it ran, coarse, fine and final, nothing
-    left RUNNING."""
+    """The whole tree of a finished study: sanity when it ran, a parent run per search round
+    (coarse, fine, fine2, ...) and final, nothing left RUNNING."""
     stages = tree(uri, experiment)
     sanity = (study / "sanity.json").exists()
-    assert set(stages) == {"coarse", "fine", "final"} | ({"sanity"} if sanity else set())
+    rounds = {
+        p.stem for p in (study / "results").glob("*.parquet") if not p.stem.endswith("_epochs")
+    }
+    assert {"coarse", "fine"} <= rounds
+    assert set(stages) == rounds | {"final"} | ({"sanity"} if sanity else set())
     if sanity:
         assert_sanity_recorded(uri, experiment, study)
-    for stage in ("coarse", "fine"):
+    for stage in sorted(rounds):
         assert_stage_recorded(uri, experiment, study, stage)
     final, children = stages["final"]
     assert children == [] and final.info.status == "FINISHED"
