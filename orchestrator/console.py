@@ -238,6 +238,21 @@ class ConsoleObserver(StudyObserver):
     def narrowing_decided(self, record: NarrowingRecord) -> None:
         self.echo(narrowing_lines(record))
 
+    def candidates_started(self, candidates: int, seeds: int, epochs: int) -> None:
+        self.echo(
+            f"final  retraining the top {candidates} candidates with {seeds} seeds each "
+            f"({epochs} epochs, scored as the trials were)"
+        )
+
+    def candidates_scored(self, table: pd.DataFrame, path: Path) -> None:
+        self.echo(f"final  candidates by mean val_acc over seeds ({path}):")
+        self.echo("  trial_id     seeds  mean    spread  val_loss")
+        for trial_id, row in table.iterrows():
+            self.echo(
+                f"  {trial_id:<12} {int(row['seeds']):>5}  {row['mean']:.4f}  "
+                f"{row['spread']:.4f}  {row['val_loss']:.4f}"
+            )
+
     def final_started(self, config: TrialConfig, *, reused: Path | None) -> None:
         if reused is not None:
             self.echo(f"final  already trained: {reused}")

@@ -58,12 +58,16 @@ class StageRunner(Protocol):
 
 class Tally:
     """Counts a running stage's trials by status and keeps the best score seen; says when the
-    counts or the best moved."""
+    counts moved, or the best did and ``QUIET_S`` passed since it last said so (a stretched
+    stage reports many short epochs)."""
+
+    QUIET_S = 10.0
 
     def __init__(self, total: int) -> None:
         self.total = total
         self.best: float | None = None
         self.shown: tuple = ()
+        self.said_at = -self.QUIET_S
 
     def update(
         self, statuses: Iterable[str], scores: Iterable[float], elapsed_s: float
@@ -74,5 +78,7 @@ class Tally:
         done = sum(counts[s] for s in FINISHED)
         if (done, self.best) == self.shown:
             return None
-        self.shown = (done, self.best)
+        if self.shown and done == self.shown[0] and elapsed_s - self.said_at < self.QUIET_S:
+            return None
+        self.shown, self.said_at = (done, self.best), elapsed_s
         return StageTally(done, self.total, dict(counts), self.best, elapsed_s)

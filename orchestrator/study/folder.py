@@ -199,6 +199,11 @@ class StudyFolder:
     def summary_file(self) -> Path:
         return self.path / "summary.json"
 
+    @property
+    def candidates_file(self) -> Path:
+        """The final choice's runs: each top candidate with each seed (``final.seeds``)."""
+        return self.results / "candidates.parquet"
+
     def stage_files(self, stage: str) -> tuple[Path, Path]:
         return self.results / f"{stage}.parquet", self.results / f"{stage}_epochs.parquet"
 

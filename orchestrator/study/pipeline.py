@@ -19,6 +19,7 @@ from orchestrator.search.narrowing import Limit, NarrowDecision, narrow
 from orchestrator.search.ranking import rank
 from orchestrator.search.space import Param
 from orchestrator.search.stage import StageRun, StageRunner
+from orchestrator.study.candidates import choose, score_candidates
 from orchestrator.study.folder import (
     NarrowingRecord,
     RangeDecision,
@@ -101,8 +102,16 @@ class Study:
         best = rank(trials)
         if best.empty:
             raise BabysitterError(_nothing_usable(stage, trials))
-        chosen = _config_of(best.iloc[0], spec, space).replace(epochs=self.plan.final_epochs)
-        summary = _with(summary, final={"round": stage, **self._final(chosen, list(space))})
+        row, outcome = best.iloc[0], {"round": stage}
+        if spec.final.retrains:
+            table = self._candidates(spec, stage, best, space)
+            row = best[best["trial_id"] == table.index[0]].iloc[0]
+            outcome["candidates"] = {
+                str(t): {"mean": float(r["mean"]), "spread": float(r["spread"])}
+                for t, r in table.iterrows()
+            }
+        chosen = _config_of(row, spec, space).replace(epochs=self.plan.final_epochs)
+        summary = _with(summary, final={**outcome, **self._final(chosen, list(space))})
         self.folder.write_summary(summary)
         return summary
 
@@ -166,6 +175,26 @@ class Study:
             self.folder.write_narrowing(record)
         self.events.narrowing_decided(record)
         return record
+
+    def _candidates(
+        self, spec: StudySpec, stage: str, best: pd.DataFrame, space: dict[str, Param]
+    ) -> pd.DataFrame:
+        """The top ``final.candidates`` of round ``stage`` retrained with ``final.seeds``
+        seeds each, for that round's epochs, scored as its trials were; best mean first."""
+        epochs = self.plan.stage(stage).epochs
+        base = spec.base_config().replace(cv_folds=self.plan.folds, epochs=epochs)
+        configs = {
+            str(row["trial_id"]): _config_of(row, spec, space).replace(
+                cv_folds=base.cv_folds, epochs=epochs
+            )
+            for _, row in best.head(spec.final.candidates).iterrows()
+        }
+        self.events.candidates_started(len(configs), spec.final.seeds, epochs)
+        path = self.folder.candidates_file
+        runs = score_candidates(configs, spec.final.seeds, without_test(self.data), path)
+        table = choose(runs)
+        self.events.candidates_scored(table, path)
+        return table
 
     def _limits(self, spec: StudySpec) -> dict[str, Limit]:
         """How far narrowing may widen, from what the sanity checks measured."""

@@ -82,6 +82,13 @@ class Narrowing(_Strict):
 
 class Final(_Strict):
     epochs: int | None = Field(None, ge=1)
+    # the top candidates of the last round retrained with this many seeds, chosen by the mean
+    candidates: int = Field(1, ge=1)
+    seeds: int = Field(1, ge=1)
+
+    @property
+    def retrains(self) -> bool:
+        return self.candidates * self.seeds > 1
 
 
 class Resources(_Strict):
@@ -237,7 +244,9 @@ class StudySpec(_Strict):
                 "narrowing": Narrowing(top_k=max(min(3, self.narrowing.top_k), top_k)),
                 "coarse": coarse,
                 "fine": self.fine.capped(*caps.fine),
-                "final": Final(epochs=min(self.final_epochs, caps.final_epochs)),
+                "final": self.final.model_copy(
+                    update={"epochs": min(self.final_epochs, caps.final_epochs)}
+                ),
                 "min_rung_steps": min(self.min_rung_steps, caps.min_rung_steps or math.inf),
             }
         )

@@ -168,10 +168,13 @@ def record_final(tracker: StudyTracker, folder: StudyFolder) -> None:
     tracker.log_epochs(run_id, [{**r, "trial_status": r.get("status")} for r in final.epochs])
     metrics: dict[str, float] = {}
     tags = {"status": final.status}
+    artifacts: list[Path] = []
     rounds = folder.rounds_done()
     if rounds:
         tags["chosen_from"] = rounds[-1]
-    artifacts = [folder.final / "config.json", folder.final / "checkpoint.pt"]
+    if folder.candidates_file.exists():
+        artifacts.append(folder.candidates_file)
+    artifacts += [folder.final / "config.json", folder.final / "checkpoint.pt"]
     if final.reason:
         tags["reason"] = final.reason[:500]
     test = final.test

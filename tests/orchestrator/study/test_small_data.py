@@ -24,7 +24,7 @@ search_space:
   lr: {{grid: [0.05, 1.0e-6]}}
 coarse: {{trials: 1, epochs: 2, search: grid, scheduler: {{grace_period: 1, reduction_factor: 2}}}}
 fine: {{trials: 1, epochs: 1, search: grid}}
-final: {{epochs: 2}}
+final: {{epochs: 2, candidates: 2, seeds: 2}}
 cv: 3
 min_rung_steps: 10
 """
@@ -48,7 +48,7 @@ def test_small_data_cross_validates_with_stretched_rungs_and_tests_only_at_the_e
     study = Study(
         folder, spec, data, LocalStageRunner(spy), [ConsoleObserver(lines.append)], skip_sanity=True
     )
-    study.run()
+    summary = study.run().to_dict()
 
     pool = len(data.train) + len(data.val)  # 96: 64 per fold's training part, 2 steps of 32
     assert any("trials score by 3-fold cross-validation" in line for line in lines)
@@ -64,9 +64,18 @@ def test_small_data_cross_validates_with_stretched_rungs_and_tests_only_at_the_e
     assert epochs[[f"fold{i}/val_acc" for i in range(3)]].notna().all().all()
 
     assert seen_test and set(seen_test) == {0}  # the search never had the test images
+    runs = pd.read_parquet(folder.candidates_file)
+    assert sorted(runs["seed"]) == [0, 0, 1, 1] and runs["trial_id"].nunique() == 2
+    assert any("candidates by mean val_acc over seeds" in line for line in lines)
     config = json.loads((folder.final / "config.json").read_text())
     assert (config["cv_folds"], config["epochs"], config["lr"]) == (0, 2 * 5, 0.05)
     final_epochs = [json.loads(line) for line in (folder.final / "metrics.jsonl").open()]
     assert len(final_epochs) == 10 and all("val_loss" not in row for row in final_epochs)
     report = json.loads((folder.final / "test_metrics.json").read_text())
     assert sum(report["support"]) == len(data.test) == 120 - pool
+    chosen = summary["final"]["candidates"]  # best mean first: the config trained last
+    assert set(chosen) == set(runs["trial_id"])
+    means = [c["mean"] for c in chosen.values()]
+    assert means == sorted(means, reverse=True)
+    fine = pd.read_parquet(folder.results / "fine.parquet").set_index("trial_id")
+    assert fine.loc[next(iter(chosen)), "lr"] == config["lr"]
