@@ -80,13 +80,25 @@ class Study:
             summary = _with(summary, sanity={"passed": sanity.passed, "lr_range": lr_range})
         if target == Step.SANITY:
             return summary
-        space = spec.space()
-        trials = self._stage(spec, Step.COARSE, space)
-        summary = _with(summary, coarse=_best_row(trials, space))
-        if target == Step.COARSE:
+        stage, trials, space, summary = self._search(spec, summary, target)
+        if target in (Step.COARSE, Step.FINE):
             return summary
-        stage, rounds = Step.COARSE, {}
-        while round_number(stage) < spec.round_cap:
+        row, outcome = self._choose(spec, stage, trials, space)
+        chosen = _config_of(row, spec, space).replace(epochs=self.plan.final_epochs)
+        summary = _with(summary, final={**outcome, **self._final(chosen, list(space))})
+        self.folder.write_summary(summary)
+        return summary
+
+    def _search(
+        self, spec: StudySpec, summary: Summary, target: Step
+    ) -> tuple[str, pd.DataFrame, dict[str, Param], Summary]:
+        """The coarse round, then fine rounds until the spec's count or the rounds settle;
+        returns the last round's name, trials and space, and the summary with each best."""
+        stage, space = Step.COARSE, spec.space()
+        trials = self._stage(spec, stage, space)
+        summary = _with(summary, coarse=_best_row(trials, space))
+        later: dict[str, Any] = {}
+        while target != Step.COARSE and round_number(stage) < spec.round_cap:
             record = self._narrowing(spec, stage, trials, space)
             if record.stop:
                 break
@@ -95,25 +107,27 @@ class Study:
             if stage == Step.FINE:
                 summary = _with(summary, fine=_best_row(trials, space))
             else:
-                rounds[stage] = _best_row(trials, space)
-                summary = _with(summary, rounds=dict(rounds))
-        if target == Step.FINE:
-            return summary
+                later[stage] = _best_row(trials, space)
+                summary = _with(summary, rounds=dict(later))
+        return stage, trials, space, summary
+
+    def _choose(
+        self, spec: StudySpec, stage: str, trials: pd.DataFrame, space: dict[str, Param]
+    ) -> tuple[pd.Series, dict[str, Any]]:
+        """The best trial of the last round (by the mean over seeds of the top candidates
+        when ``final.candidates`` x ``final.seeds`` > 1) and what the summary says of it."""
         best = rank(trials)
         if best.empty:
             raise BabysitterError(_nothing_usable(stage, trials))
-        row, outcome = best.iloc[0], {"round": stage}
-        if spec.final.retrains:
-            table = self._candidates(spec, stage, best, space)
-            row = best[best["trial_id"] == table.index[0]].iloc[0]
-            outcome["candidates"] = {
-                str(t): {"mean": float(r["mean"]), "spread": float(r["spread"])}
-                for t, r in table.iterrows()
-            }
-        chosen = _config_of(row, spec, space).replace(epochs=self.plan.final_epochs)
-        summary = _with(summary, final={**outcome, **self._final(chosen, list(space))})
-        self.folder.write_summary(summary)
-        return summary
+        if not spec.final.retrains:
+            return best.iloc[0], {"round": stage}
+        table = self._candidates(spec, stage, best, space)
+        candidates = {
+            str(t): {"mean": float(r["mean"]), "spread": float(r["spread"])}
+            for t, r in table.iterrows()
+        }
+        row = best[best["trial_id"] == table.index[0]].iloc[0]
+        return row, {"round": stage, "candidates": candidates}
 
     def _sanity(self, shown: bool) -> StudySpec:
         """The sanity checks before the coarse stage (once: a resumed study keeps its result;
