@@ -5,7 +5,9 @@ large (0.11 on 16 images), so the raw maximum is noise. The rules, in order:
 
 1. Health. A trial is flagged, and ranks below every healthy one, when it did not learn (its
    validation loss never fell ``LEARNED_Z`` standard errors below its value before training),
-   when the L2 penalty is more than ``PENALTY_SHARE`` of its training loss, or when its
+   when the L2 penalty is more than ``PENALTY_SHARE`` of its training loss and larger than
+   the loss before training (ln C: a model that fits its data well ends with a small loss
+   that is mostly penalty, and is healthy), or when its
    training accuracy is within ``CHANCE_MARGIN`` of the majority class's share.
 2. A trial that ran all its epochs ranks above one ASHA stopped (scored earlier).
 3. Scores within one standard error of the leader's are a tie: the tied trials are ordered by
@@ -89,7 +91,9 @@ def _flag(row: dict[str, Any]) -> str:
     noise = _finite(row.get("val_loss_se"), 0.0)
     if _known(initial) and _known(best) and best > initial - LEARNED_Z * noise:
         return NOT_LEARNING
-    if _finite(row["penalty_share"], 0.0) > PENALTY_SHARE:
+    penalty, initial = row.get("train_penalty"), row.get("val_loss_initial")
+    above_chance = not (_known(penalty) and _known(initial)) or penalty > initial
+    if _finite(row["penalty_share"], 0.0) > PENALTY_SHARE and above_chance:
         return PENALTY
     chance, train_acc = row.get("chance_acc"), row.get("train_acc")
     if _known(chance) and _known(train_acc) and train_acc < chance + CHANCE_MARGIN:

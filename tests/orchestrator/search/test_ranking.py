@@ -72,6 +72,13 @@ def test_a_trial_that_learned_nothing_ranks_below_every_one_that_did():
     assert list(ranked["trial_id"]) == ["t1", "t0"] and ranked["flag"].iloc[1] == PENALTY
 
 
+def test_a_model_that_fits_its_data_is_healthy_though_its_small_loss_is_mostly_penalty():
+    """Measured at the end of a 200-image study's final run: train loss 0.133, penalty 0.102,
+    train accuracy 1.0: the penalty is 77 % of the loss but far below ln 2."""
+    frame = trials(val_acc=[0.9], train_loss=[0.133], train_penalty=[0.102], train_acc=[1.0])
+    assert list(rank(frame)["flag"]) == [""]
+
+
 def test_tables_from_before_the_measures_existed_still_rank_by_score():
     frame = pd.DataFrame(
         {"trial_id": ["a", "b"], "status": ["completed"] * 2, "val_acc": [0.8, 0.9]}
