@@ -27,6 +27,8 @@ from orchestrator.study.observer import StudyObserver
 from orchestrator.study.spec import Scheduler, Stage, load_spec
 from trainables.datasets import load_data
 
+# the range the sanity checks' lr probe proposes on faces (the preset says lr: auto)
+PROBED_LR = {"lr": {"loguniform": [1e-4, 1e-1]}}
 FACES = Path(__file__).resolve().parents[2] / "shared" / "data" / "cbcl-faces.tar.gz"
 
 
@@ -48,7 +50,7 @@ def main() -> None:
     trial = {"data": str(args.data)}
     if args.train_subset:
         trial["train_subset"] = args.train_subset
-    spec = load_spec("faces").with_changes(trial=trial)
+    spec = load_spec("faces").with_changes(trial=trial, search_space=PROBED_LR)
     data = load_data(spec.base_config(), default_cache_dir())
     slots = os.cpu_count() or 1
     print(f"data   {data.summary()}; {slots} trial slots (1 CPU each)")

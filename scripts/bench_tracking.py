@@ -27,6 +27,8 @@ from orchestrator.tracking.observer import MlflowObserver
 from orchestrator.tracking.record import tracking_target
 from orchestrator.tracking.store import connect
 
+# the range the sanity checks' lr probe proposes on faces (the preset says lr: auto)
+PROBED_LR = {"lr": {"loguniform": [1e-4, 1e-1]}}
 FACES = Path(__file__).resolve().parents[2] / "shared" / "data" / "cbcl-faces.tar.gz"
 
 
@@ -44,7 +46,7 @@ def main() -> None:
     args = parser.parse_args()
     runner = RayStageRunner() if args.runner == "ray" else LocalStageRunner()
 
-    spec = load_spec("faces").with_changes(trial={"data": str(args.data)})
+    spec = load_spec("faces").with_changes(trial={"data": str(args.data)}, search_space=PROBED_LR)
     spec, data = load_study_data(spec, args.budget, default_cache_dir(), print)
     walls = {}
     with ray_runtime(needed=args.runner == "ray"), tempfile.TemporaryDirectory() as root:

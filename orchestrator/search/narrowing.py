@@ -122,14 +122,15 @@ def _boundary(top: list[dict[str, Any]], points: list[float], sits) -> _Side | N
     gap = _score(best) - _score(rival)
     if gap > _error(best):
         return _Side(True, f"{text}, better than {versus} beyond its error")
-    if gap >= -_error(rival):
-        loss_gap, noise = _loss_gap(best, rival)
-        if loss_gap > noise:
-            return _Side(
-                True,
-                f"{text}, tied with {versus} but its val loss is lower beyond error "
-                f"({best['val_loss']:.3f} vs {rival['val_loss']:.3f} +- {noise:.3f})",
-            )
+    if gap < -_error(rival):
+        return _Side(False, f"{text}, worse than {versus}: not widened")
+    loss_gap, noise = _loss_gap(best, rival)
+    if loss_gap > noise:
+        return _Side(
+            True,
+            f"{text}, tied with {versus} but its val loss is lower beyond error "
+            f"({best['val_loss']:.3f} vs {rival['val_loss']:.3f} +- {noise:.3f})",
+        )
     return _Side(False, f"{text}, tied with {versus}: not widened")
 
 

@@ -118,3 +118,9 @@ def test_a_tied_accuracy_with_a_clearly_lower_val_loss_on_the_boundary_widens():
     )
     (lr,) = narrow([LR], same, top_k=2)
     assert lr.new.high <= LR.high and "not widened" in lr.reason
+
+
+def test_a_worse_trial_on_a_boundary_is_named_so():
+    rows = ranked([(0.996, 1e-4, 1e-3), (0.987, 9.5e-4, 1e-2)], se=0.003)
+    (lr,) = narrow([LR], rows, top_k=2)
+    assert "worse than t0 inside (0.996 +- 0.003): not widened" in lr.reason

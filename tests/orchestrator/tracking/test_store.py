@@ -181,7 +181,9 @@ def test_a_real_mlflow_server_gets_the_whole_tree_even_when_it_dies_mid_study(
     port = free_port()
     uri = f"http://127.0.0.1:{port}"
     folder = StudyFolder(tmp_path / "study")
-    spec = load_spec("faces").with_changes(trial={"data": str(FACES)})
+    spec = load_spec("faces").with_changes(
+        trial={"data": str(FACES)}, search_space={"lr": {"loguniform": [1e-4, 1e-1]}}
+    )
     out: list[str] = []
     restarted = contextlib.ExitStack()
 
