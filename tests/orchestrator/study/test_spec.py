@@ -15,13 +15,17 @@ fine: {trials: 2, epochs: 4}
 
 
 def test_presets_reproduce_the_seed_recipe():
+    """The report's stages and ranges; faces takes its lr range from the lr probe (the
+    report's [1e-6, 1e-3] lies below the rates that learn faces)."""
     assert presets() == ["cifar10", "faces"]
+    assert load_spec("faces").lr_auto
+    assert load_spec("cifar10").search_space["lr"] == {"loguniform": [1e-6, 1e-3]}
     for name in presets():
         spec = load_spec(name)
         assert spec.base_config().dataset == name
-        lr, l2 = spec.space()["lr"], spec.space()["l2"]
-        assert (lr.kind, lr.values) == ("loguniform", (1e-6, 1e-3))
-        assert (l2.kind, l2.values) == ("loguniform", (1e-5, 10.0))
+        l2 = spec.search_space["l2"]
+        assert l2 == {"loguniform": [1e-5, 10.0]}
+        assert (spec.rounds, spec.cv, spec.min_rung_steps) == (2, "auto", 40)
         assert (spec.coarse.trials, spec.coarse.epochs) == (100, 5)
         assert (spec.fine.trials, spec.fine.epochs) == (30, 15)
         assert spec.narrowing.top_k == 10 and spec.coarse.scheduler.type == "asha"
