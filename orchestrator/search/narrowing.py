@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from orchestrator.search.ranking import finite, known
 from orchestrator.search.space import Range
 
 EDGE = 0.1  # a trial within this share of the span from a boundary sits on it
@@ -139,19 +140,17 @@ def _loss_gap(best: dict[str, Any], rival: dict[str, Any]) -> tuple[float, float
     difference (inf when either loss or its error is unknown: nothing is decided)."""
     values = [best.get("val_loss"), rival.get("val_loss")]
     errors = [best.get("val_loss_se"), rival.get("val_loss_se")]
-    if not all(v is not None and math.isfinite(v) for v in values + errors):
+    if not all(map(known, values + errors)):
         return 0.0, math.inf
     return values[1] - values[0], math.hypot(*errors)
 
 
 def _score(trial: dict[str, Any]) -> float:
-    value = trial.get("score", trial.get("val_acc"))
-    return float(value) if value is not None and math.isfinite(value) else -math.inf
+    return finite(trial.get("score"))
 
 
 def _error(trial: dict[str, Any]) -> float:
-    value = trial.get("score_se")
-    return float(value) if value is not None and math.isfinite(value) else 0.0
+    return finite(trial.get("score_se"), 0.0)
 
 
 def _shown(trial: dict[str, Any]) -> str:

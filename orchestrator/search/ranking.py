@@ -67,12 +67,12 @@ def rank(trials: pd.DataFrame) -> pd.DataFrame:
 def _within_tier(rows: list[dict[str, Any]], members: list[int]) -> list[int]:
     """Leader by score; everything within the leader's error ties with it and is ordered by
     the tie-breakers; repeat with the rest."""
-    left = sorted(members, key=lambda i: -_finite(rows[i]["score"]))
+    left = sorted(members, key=lambda i: -finite(rows[i]["score"]))
     order: list[int] = []
     while left:
         lead = rows[left[0]]
-        line = _finite(lead["score"]) - _finite(lead["score_se"], 0.0)
-        tied = [i for i in left if _finite(rows[i]["score"]) >= line]
+        line = finite(lead["score"]) - finite(lead["score_se"], 0.0)
+        tied = [i for i in left if finite(rows[i]["score"]) >= line]
         order += sorted(tied, key=lambda i: _tie_break(rows[i]))
         left = [i for i in left if i not in tied]
     return order
@@ -80,23 +80,23 @@ def _within_tier(rows: list[dict[str, Any]], members: list[int]) -> list[int]:
 
 def _tie_break(row: dict[str, Any]) -> tuple[float, float, float]:
     return (
-        _finite(row.get("val_loss"), math.inf),
-        _finite(row["penalty_share"], 0.0),
-        _finite(row.get("epochs_run"), 0.0),
+        finite(row.get("val_loss"), math.inf),
+        finite(row["penalty_share"], 0.0),
+        finite(row.get("epochs_run"), 0.0),
     )
 
 
 def _flag(row: dict[str, Any]) -> str:
     initial, best = row.get("val_loss_initial"), row.get("min_val_loss")
-    noise = _finite(row.get("val_loss_se"), 0.0)
-    if _known(initial) and _known(best) and best > initial - LEARNED_Z * noise:
+    noise = finite(row.get("val_loss_se"), 0.0)
+    if known(initial) and known(best) and best > initial - LEARNED_Z * noise:
         return NOT_LEARNING
     penalty, initial = row.get("train_penalty"), row.get("val_loss_initial")
-    above_chance = not (_known(penalty) and _known(initial)) or penalty > initial
-    if _finite(row["penalty_share"], 0.0) > PENALTY_SHARE and above_chance:
+    above_chance = not (known(penalty) and known(initial)) or penalty > initial
+    if finite(row["penalty_share"], 0.0) > PENALTY_SHARE and above_chance:
         return PENALTY
     chance, train_acc = row.get("chance_acc"), row.get("train_acc")
-    if _known(chance) and _known(train_acc) and train_acc < chance + CHANCE_MARGIN:
+    if known(chance) and known(train_acc) and train_acc < chance + CHANCE_MARGIN:
         return CHANCE
     return ""
 
@@ -107,17 +107,19 @@ def _column(frame: pd.DataFrame, name: str, default: float) -> pd.Series:
     return frame[name].astype(float).fillna(default)
 
 
-def _known(value: Any) -> bool:
+def known(value: Any) -> bool:
+    """A real, finite number (not None, NaN or inf): a measure that was taken."""
     return isinstance(value, numbers.Real) and math.isfinite(value)
 
 
-def _finite(value: Any, default: float = -math.inf) -> float:
-    return float(value) if _known(value) else default
+def finite(value: Any, default: float = -math.inf) -> float:
+    """``value`` as a float when ``known``, else ``default``."""
+    return float(value) if known(value) else default
 
 
 def score_text(row: dict[str, Any] | pd.Series) -> str:
     """``0.9375 +- 0.0592``: a score as every view shows it."""
     error = row.get("score_se", row.get(ERROR))
-    if not _known(error):
+    if not known(error):
         return f"{row[METRIC]:.4f}"
     return f"{row[METRIC]:.4f} +- {error:.4f}"

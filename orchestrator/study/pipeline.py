@@ -196,10 +196,9 @@ class Study:
         """The top ``final.candidates`` of round ``stage`` retrained with ``final.seeds``
         seeds each, for that round's epochs, scored as its trials were; best mean first."""
         epochs = self.plan.stage(stage).epochs
-        base = spec.base_config().replace(cv_folds=self.plan.folds, epochs=epochs)
         configs = {
             str(row["trial_id"]): _config_of(row, spec, space).replace(
-                cv_folds=base.cv_folds, epochs=epochs
+                cv_folds=self.plan.folds, epochs=epochs
             )
             for _, row in best.head(spec.final.candidates).iterrows()
         }

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from orchestrator.names import Step, round_number
+from orchestrator.names import SEARCH_STAGES, Step, round_number
 from orchestrator.study.spec import Stage, StudySpec
 
 # Trials cross-validate (cv: auto) when the validation split holds fewer images than this: on
@@ -66,7 +66,9 @@ def plan_study(spec: StudySpec, train_images: int, val_images: int) -> Plan:
     per_trial = pool - math.ceil(pool / folds) if folds else train_images
     batch = _largest_batch(spec)
     steps = max(1, math.ceil(per_trial / batch))
-    stages = {name: _stretch(spec.stage(name), steps, spec.min_rung_steps) for name in _stages()}
+    stages = {
+        name: _stretch(spec.stage(name), steps, spec.min_rung_steps) for name in SEARCH_STAGES
+    }
     final_stretch = stages[Step.FINE].stretch
     return Plan(folds, per_trial, steps, stages, spec.final_epochs * final_stretch)
 
@@ -99,7 +101,3 @@ def _largest_batch(spec: StudySpec) -> int:
         values = next(iter(searched.values()))
         return int(max(values))
     return spec.base_config().batch_size
-
-
-def _stages() -> tuple[Step, ...]:
-    return (Step.COARSE, Step.FINE)

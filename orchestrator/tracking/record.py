@@ -10,8 +10,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from orchestrator.names import METRIC, TRACKING_WAIT_S, Step
 from orchestrator.search.ranking import judge, rank
 from orchestrator.search.space import Param
@@ -91,7 +89,7 @@ def record_stage(tracker: StudyTracker, folder: StudyFolder, spec: StudySpec, st
     params = stage_params(spec, stage, space)
     if len(trials) and "epochs" in trials:  # as planned for the data (cv, steps per rung)
         params["epochs"] = int(trials["epochs"].iloc[0])
-        params["cv_folds"] = int(trials.get("cv_folds", pd.Series([0])).iloc[0])
+        params["cv_folds"] = int(trials["cv_folds"].iloc[0]) if "cv_folds" in trials else 0
     tracker.stage_run(stage, params)
     fields = set(field_names())
     flags = dict(zip(trials["trial_id"], judge(trials)["flag"], strict=True))
