@@ -107,6 +107,7 @@ def _run(
     prepare: Callable[[StudySpec], None],
 ) -> Summary:
     from orchestrator.cluster.ray_runtime import check_resources, check_shared_storage, ray_runtime
+    from orchestrator.report.observer import ReportObserver
     from orchestrator.tracking.observer import MlflowObserver
 
     folder.check()
@@ -125,6 +126,7 @@ def _run(
         prepare(spec)
         tracker = _tracker(folder, spec, uri, options)
         observers = [
+            ReportObserver(folder, options.cache_dir, options.echo),
             MlflowObserver(tracker, folder, spec, options.echo),
             ConsoleObserver(options.echo),
         ]

@@ -256,3 +256,23 @@ def results(study_dir: Path, stage: str | None, per_epoch: bool, out: Path | Non
     else:
         frame.to_parquet(out, index=False)
     click.echo(f"wrote {len(frame)} rows to {out}")
+
+
+@cli.command()
+@click.argument("study_dir", type=click.Path(path_type=Path), metavar="STUDY_DIR")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    help="Where to write it [default: STUDY_DIR/report.html].",
+)
+@CACHE_OPTION
+def report(study_dir: Path, out: Path | None, cache_dir: Path) -> None:
+    """Write the study's command center as one HTML file (figures embedded, opens from disk):
+    search map, curves, diagnosis, update / weight ratios, the model's insides, test report,
+    what mattered, sanity checks. Works on a running study too."""
+    from orchestrator.report.writer import write_report
+
+    written = write_report(study_dir, out, cache_dir)
+    for finding in written.findings + written.trial_findings:
+        click.echo(f"diagnose {finding.text()}")
+    click.echo(f"report   {written.path} ({len(written.report.images)} figures)")

@@ -69,6 +69,7 @@ class LocalStageRunner:
         def on_epoch(report: EpochReport) -> None:
             row = {**report.metrics, "trial_status": report.status}
             row["time_total_s"] = time.monotonic() - start
+            row["timestamp"] = time.time()
             rows.append(row)
             events.trial_epoch(run.name, trial, row)
             score = row.get(METRIC, 0.0)

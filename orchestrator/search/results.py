@@ -19,7 +19,7 @@ METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "images_per_s
 # what judges a trial (see ranking.py): the score's error, learning, the penalty, chance
 JUDGED = ("val_acc_se", "val_loss_se", "val_loss_initial", "train_penalty", "chance_acc", "folds")
 EPOCH_COLUMNS = ("epoch", *METRICS, *JUDGED, "epoch_seconds", "trial_status", "time_total_s")
-EPOCH_COLUMNS += ("node_ip",)
+EPOCH_COLUMNS += ("timestamp", "node_ip")  # timestamp: when the epoch was reported (Unix s)
 
 
 @dataclass(frozen=True)

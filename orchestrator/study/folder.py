@@ -192,6 +192,18 @@ class StudyFolder:
         return self.path / "sanity.json"
 
     @property
+    def report_file(self) -> Path:
+        return self.path / "report.html"
+
+    def figures_dir(self, step: str) -> Path:
+        """The report's figures as of ``step`` (what its MLflow run holds as artifacts)."""
+        return self.path / "report" / step
+
+    def figures(self, step: str) -> list[Path]:
+        directory = self.figures_dir(step)
+        return sorted(directory.glob("*.png")) if directory.is_dir() else []
+
+    @property
     def probe_plot(self) -> Path:
         return self.path / "sanity_lr_probe.png"
 

@@ -118,7 +118,7 @@ def record_stage(tracker: StudyTracker, folder: StudyFolder, spec: StudySpec, st
         tags["best_trial_id"] = str(top["trial_id"])
         tags["best_run_id"] = tracker.trial_run(stage, top["trial_id"], {}, "")
     tags.update({f"count.{k}": str(v) for k, v in trials["status"].value_counts().items()})
-    artifacts = list(folder.stage_files(stage))
+    artifacts = [*folder.stage_files(stage), *folder.figures(stage)]
     narrowing = folder.read_narrowing(stage) if stage != Step.COARSE else None
     if narrowing is not None:
         tags.update({f"narrowing.{d.name}": d.reason for d in narrowing.decisions})
@@ -173,6 +173,7 @@ def record_final(tracker: StudyTracker, folder: StudyFolder) -> None:
     if folder.candidates_file.exists():
         artifacts.append(folder.candidates_file)
     artifacts += [folder.final / "config.json", folder.final / "checkpoint.pt"]
+    artifacts += [*folder.figures(Step.FINAL), folder.report_file]
     if final.reason:
         tags["reason"] = final.reason[:500]
     test = final.test

@@ -1,0 +1,1 @@
+"""The study's command center: figures and a diagnosis in words, read from the study folder."""
