@@ -162,7 +162,7 @@ def _ratios(subject: str, rows: list[dict[str, Any]]) -> list[Finding]:
     if not outside:
         return []
     too_low = all(v < low for _, v in outside)
-    layers_text = ", ".join(f"{layer} {v:.1e}" for layer, v in outside)
+    layers_text = ", ".join(f"{layer} {v:.2e}" for layer, v in outside)
     return [
         Finding(
             subject,
