@@ -81,7 +81,7 @@ def stage_table(stage: str, trials: pd.DataFrame, params: list[str], top_k: int)
             row["trial_id"],
             row["status"],
             str(row["epochs_run"]),
-            *(_cell(row[p]) for p in params),
+            *(cell(row[p]) for p in params),
             score_text(row),
             f"{row['val_loss']:.4f}",
             row["flag"] or "-",
@@ -161,7 +161,7 @@ def format_seconds(seconds: float) -> str:
     return f"{minutes}m{secs:02d}s"
 
 
-def _cell(value: object) -> str:
+def cell(value: object) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
@@ -212,6 +212,13 @@ class ConsoleObserver(StudyObserver):
 
     def lr_resolved(self, lr: Param) -> None:
         self.echo(f"sanity   lr: auto -> coarse lr {lr.describe()}")
+
+    def lr_range_missed(self, lr: Param, learns: tuple[float, float], share: float) -> None:
+        low, high = learns
+        self.echo(
+            f"warning  search_space.lr {lr.describe()} covers {share:.0%} of the range where the "
+            f"lr probe saw the loss fall, [{low:.0e}, {high:.0e}]; search that range (or lr: auto)"
+        )
 
     def stage_started(self, run: StageRun) -> None:
         self.ran.add(run.name)
@@ -266,7 +273,7 @@ class ConsoleObserver(StudyObserver):
 
     def final_result(self, record: FinalRecord, searched: list[str]) -> None:
         chosen: dict[str, Any] = record.config
-        self.echo("chosen   " + ", ".join(f"{k}={_cell(chosen[k])}" for k in searched))
+        self.echo("chosen   " + ", ".join(f"{k}={cell(chosen[k])}" for k in searched))
         if record.test is None:
             self.echo(f"final  diverged: {record.reason}")
         else:

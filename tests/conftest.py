@@ -90,6 +90,38 @@ def tiny_faces(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+FINISHED_SPEC = f"""
+name: report
+trial: {{dataset: faces, data: {FACES}, train_subset: 300, threads: 1}}
+search_space:
+  lr: {{loguniform: [1.0e-3, 1.0e-1]}}
+  l2: {{loguniform: [1.0e-5, 1.0e-3]}}
+coarse: {{trials: 6, epochs: 3, scheduler: {{grace_period: 1, reduction_factor: 2}}}}
+fine: {{trials: 3, epochs: 3}}
+final: {{epochs: 3}}
+narrowing: {{top_k: 3}}
+min_rung_steps: 1
+"""
+
+
+@pytest.fixture(scope="session")
+def finished_study(tmp_path_factory, cache_dir, empty_store) -> tuple[Path, str]:
+    """A small study run to the end in process (local stage runner, sanity checks on): its
+    folder and its console output. Read it, never change it."""
+    from orchestrator import session
+    from orchestrator.names import BudgetName, Step
+    from orchestrator.search.local_stage import LocalStageRunner
+    from orchestrator.study.folder import StudyFolder
+    from orchestrator.study.spec import parse_spec
+
+    path = seed_store(tmp_path_factory.mktemp("report") / "study", empty_store)
+    lines: list[str] = []
+    options = session.SessionOptions(cache_dir, echo=lines.append, runner=LocalStageRunner())
+    spec = parse_spec(FINISHED_SPEC, "report")
+    session.run_new(spec, StudyFolder(path), Step.FINAL, BudgetName.FULL, options)
+    return path, "\n".join(lines)
+
+
 @pytest.fixture(scope="session")
 def cifar10(cache_dir: Path) -> DataSplits:
     assert CIFAR10.exists(), f"missing {CIFAR10}: tests read the real data from ../shared/data"

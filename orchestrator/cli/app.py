@@ -12,6 +12,7 @@ from trainables.errors import BabysitterError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="babysitter", prog_name="babysit")
 def cli() -> None:
     """babysitter: babysit a PyTorch network, then search its hyperparameters.
 

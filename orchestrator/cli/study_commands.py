@@ -205,49 +205,50 @@ def _newest_study(root: Path) -> Path:
 
 @cli.command()
 @click.argument("study_dir", type=click.Path(path_type=Path), metavar="STUDY_DIR")
-@click.option("--stage", help="One search stage: coarse, fine, fine2, ... [default: all].")
+@click.option(
+    "--stage",
+    help="One step: a search round (coarse, fine, fine2, ...), sanity or final [default: every "
+    "search round].",
+)
 @click.option("--epochs", "per_epoch", is_flag=True, help="One row per trial and epoch.")
+@click.option(
+    "--sort",
+    "sort_by",
+    help="Order each round by this column (accuracies best first, anything else smallest "
+    "first) [default: the ranking].",
+)
+@click.option("--top", type=click.IntRange(min=1), help="Only the first N trials of each round.")
 @click.option(
     "--out",
     type=click.Path(path_type=Path),
     help="Write a .csv or .parquet file instead of printing.",
 )
-def results(study_dir: Path, stage: str | None, per_epoch: bool, out: Path | None) -> None:
-    """Print the trials of a study (status, searched settings, metrics) or export every column
-    (full config, per-epoch metrics with --epochs) to CSV or Parquet."""
-    import pandas as pd
-
+def results(
+    study_dir: Path,
+    stage: str | None,
+    per_epoch: bool,
+    sort_by: str | None,
+    top: int | None,
+    out: Path | None,
+) -> None:
+    """Print the trials of a study, best first (status, searched settings, score with its
+    error; * marks each round's winner), or export every column (full config, per-epoch
+    metrics with --epochs) to CSV or Parquet. --stage sanity and --stage final print those
+    steps' records."""
+    from orchestrator.cli.results_view import results_table, step_text
     from orchestrator.study.folder import StudyFolder
 
     folder = StudyFolder(study_dir)
-    spec = folder.read_spec()
-    done = folder.rounds_done()
-    if stage is not None and stage not in done:
-        raise BabysitterError(
-            f"--stage {stage!r}: {str(study_dir)!r} has no finished stage of that name; its "
-            f"finished stages: {', '.join(done) or 'none yet'}"
-        )
-    frames = []
-    for name in [stage] if stage else done:
-        tables = folder.read_stage(name)
-        if tables is not None:
-            frames.append(tables.epochs if per_epoch else tables.trials)
-    if not frames:
-        raise BabysitterError(
-            f"{str(study_dir)!r} has no finished {stage or 'search'} stage yet; "
-            f"run or resume the study first"
-        )
-    frame = pd.concat(frames, ignore_index=True)
+    if stage in (Step.SANITY, Step.FINAL):
+        click.echo(step_text(folder, stage))
+        return
+    frame, footer = results_table(folder, stage, per_epoch, sort_by, top)
     if out is None:
-        if per_epoch:
-            shown = ["stage", "trial_id", "epoch", "train_loss", "train_acc", "val_loss", "val_acc"]
-            shown += ["lr", "update_ratio/conv1"]
-        else:
-            shown = ["stage", "trial_id", "status", "epochs_run", "retries", *spec.search_space]
-            shown += ["train_loss", "val_loss", "val_acc", "val_acc_se", "seconds"]
-        with pd.option_context("display.width", 200, "display.float_format", "{:.4g}".format):
-            click.echo(frame[[c for c in shown if c in frame]].to_string(index=False))
-        click.echo(f"({len(frame)} rows; --out FILE.csv or .parquet exports every column)")
+        with pd_display():
+            click.echo(frame.to_string(index=False))
+        click.echo(
+            f"({len(frame)} rows; {footer}; --out FILE.csv or .parquet exports every column)"
+        )
         return
     if out.suffix not in (".csv", ".parquet"):
         raise BabysitterError(f"--out {str(out)!r}: the name must end in .csv or .parquet")
@@ -256,6 +257,12 @@ def results(study_dir: Path, stage: str | None, per_epoch: bool, out: Path | Non
     else:
         frame.to_parquet(out, index=False)
     click.echo(f"wrote {len(frame)} rows to {out}")
+
+
+def pd_display():
+    import pandas as pd
+
+    return pd.option_context("display.width", 200, "display.float_format", "{:.4g}".format)
 
 
 @cli.command()
@@ -276,3 +283,14 @@ def report(study_dir: Path, out: Path | None, cache_dir: Path) -> None:
     for finding in written.findings + written.trial_findings:
         click.echo(f"diagnose {finding.text()}")
     click.echo(f"report   {written.path} ({len(written.report.images)} figures)")
+
+
+@cli.command()
+@click.argument("study_dir", type=click.Path(path_type=Path), metavar="STUDY_DIR")
+def summary(study_dir: Path) -> None:
+    """Print what a study found, from its records alone (no data is decoded): each round's top
+    trials, how narrowing moved the ranges and why, the chosen config, the test report and the
+    diagnosis."""
+    from orchestrator.report.digest import digest
+
+    click.echo(digest(study_dir))

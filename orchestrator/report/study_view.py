@@ -38,6 +38,7 @@ class StudyView:
     sanity: SanityRecord | None = None
     probe_plot: Path | None = None
     final: FinalRecord | None = None
+    top_k: int = 10  # the spec's narrowing.top_k: how many trials each round's table shows
 
     @property
     def searched(self) -> list[str]:
@@ -74,6 +75,7 @@ def read_study(path: Path) -> StudyView:
         sanity=folder.read_sanity(),
         probe_plot=folder.probe_plot if folder.probe_plot.exists() else None,
         final=folder.read_final(),
+        top_k=spec.narrowing.top_k,
     )
 
 

@@ -46,6 +46,15 @@ class Range:
     def span(self) -> float:
         return self.to_unit(self.high) - self.to_unit(self.low)
 
+    def coverage(self, low: float, high: float) -> float:
+        """The share of ``[low, high]`` that this range covers, measured in its own units
+        (decades for a log range): 1.0 when it holds all of it, 0.0 when they do not meet."""
+        lo, hi = self.to_unit(low), self.to_unit(high)
+        if hi <= lo:
+            return 1.0 if self.low <= low <= self.high else 0.0
+        inside = min(hi, self.to_unit(self.high)) - max(lo, self.to_unit(self.low))
+        return max(0.0, inside) / (hi - lo)
+
 
 @dataclass(frozen=True)
 class Param:

@@ -63,6 +63,10 @@ class StudyObserver:
 
     def lr_resolved(self, lr: Param) -> None: ...
 
+    def lr_range_missed(self, lr: Param, learns: tuple[float, float], share: float) -> None:
+        """The spec's lr range covers only ``share`` (< LR_COVERAGE) of the range where the
+        sanity checks' lr probe saw the loss fall."""
+
     def stage_started(self, run: StageRun) -> None: ...
 
     def stage_resumed(self, stage: str, path: Path) -> None: ...

@@ -40,6 +40,7 @@ from trainables.trial_state import build_model
 # Narrowing never widens l2 past the value whose penalty at initialisation is this many ln C.
 PENALTY_LIMIT = 10.0
 SETTLED = 0.5
+LR_COVERAGE = 0.5  # warn when the lr range covers less of the probe's learning range
 
 
 class Study:
@@ -129,6 +130,20 @@ class Study:
         row = best[best["trial_id"] == table.index[0]].iloc[0]
         return row, {"round": stage, "candidates": candidates}
 
+    def _check_lr_range(self, spec: StudySpec) -> None:
+        """Warn when the searched lr range misses most of where the lr probe saw learning
+        (the seed report's [1e-6, 1e-3] against the probe's [1e-4, 1e-1] on faces)."""
+        record = self.folder.read_sanity()
+        lr = spec.search_space.get("lr")
+        if record is None or record.lr_range is None or spec.lr_auto or lr is None:
+            return
+        param = spec.space()["lr"]
+        if not param.numeric:
+            return
+        share = param.range().coverage(*record.lr_range)
+        if share < LR_COVERAGE:
+            self.events.lr_range_missed(param, record.lr_range, share)
+
     def _sanity(self, shown: bool) -> StudySpec:
         """The sanity checks before the coarse stage (once: a resumed study keeps its result;
         ``shown`` shows it again); returns the spec with ``lr: auto`` resolved."""
@@ -147,6 +162,8 @@ class Study:
                     "the setup, or pass --skip-sanity to search anyway"
                 )
         resolved = folder.resolve(spec)
+        if not folder.stage_done(Step.COARSE):
+            self._check_lr_range(resolved)
         if spec.lr_auto:
             if resolved.lr_auto:
                 raise BabysitterError(

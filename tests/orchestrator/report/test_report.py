@@ -8,38 +8,18 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import session
-from orchestrator.names import BudgetName, Step
-from orchestrator.search.local_stage import LocalStageRunner
+from orchestrator.names import Step
 from orchestrator.study.folder import StudyFolder
-from orchestrator.study.spec import parse_spec
-from tests.conftest import FACES, assert_one_line_error, babysit_here, seed_store
+from tests.conftest import assert_one_line_error, babysit_here
 
-SPEC = f"""
-name: report
-trial: {{dataset: faces, data: {FACES}, train_subset: 300, threads: 1}}
-search_space:
-  lr: {{loguniform: [1.0e-3, 1.0e-1]}}
-  l2: {{loguniform: [1.0e-5, 1.0e-3]}}
-coarse: {{trials: 6, epochs: 3, scheduler: {{grace_period: 1, reduction_factor: 2}}}}
-fine: {{trials: 3, epochs: 3}}
-final: {{epochs: 3}}
-narrowing: {{top_k: 3}}
-min_rung_steps: 1
-"""
 VIEWS = ("search-map", "curves", "diagnosis", "update-ratio", "insides", "test", "importance")
 VIEWS += ("sanity",)
 CHROMIUM = shutil.which("chromium")
 
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory, cache_dir, empty_store) -> tuple[Path, str]:
-    path = seed_store(tmp_path_factory.mktemp("report") / "study", empty_store)
-    lines: list[str] = []
-    options = session.SessionOptions(cache_dir, echo=lines.append, runner=LocalStageRunner())
-    spec = parse_spec(SPEC, "report")
-    session.run_new(spec, StudyFolder(path), Step.FINAL, BudgetName.FULL, options)
-    return path, "\n".join(lines)
+def study(finished_study) -> tuple[Path, str]:
+    return finished_study
 
 
 def test_the_study_writes_its_report_after_each_step_and_prints_the_diagnosis(study):

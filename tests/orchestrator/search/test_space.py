@@ -44,3 +44,11 @@ def test_bad_parameters_are_refused(raw, message):
     with pytest.raises(ConfigError, match=r"search_space\.x") as info:
         Param.parse("x", raw)
     assert message in str(info.value)
+
+
+def test_coverage_is_the_share_of_the_other_range_inside_this_one_in_its_units():
+    seed = Param.parse("lr", {"loguniform": [1e-6, 1e-3]}).range()
+    assert seed.coverage(1e-4, 1e-1) == pytest.approx(1 / 3)  # one of the probe's 3 decades
+    assert seed.coverage(1e-5, 1e-4) == 1.0
+    assert seed.coverage(1e-2, 1e-1) == 0.0
+    assert Param.parse("x", {"uniform": [0, 1]}).range().coverage(0.5, 1.5) == 0.5

@@ -74,12 +74,12 @@ def test_three_rounds_each_have_their_stage_narrowing_and_mlflow_parent(
     assert stages["final"][0].data.tags["chosen_from"] == "fine2"
 
     shown = babysit_here("results", study_dir, "--stage", "fine2", cache=cache_dir)
-    assert shown.returncode == 0 and shown.stdout.count("\nfine2 ") == 2
+    assert shown.returncode == 0 and shown.stdout.count(" fine2 ") == 2
     assert "val_acc_se" in shown.stdout.splitlines()[0]
     assert_one_line_error(
         babysit_here("results", study_dir, "--stage", "fine5", cache=cache_dir),
         "--stage 'fine5'",
-        "finished stages: coarse, fine, fine2",
+        "finished steps: coarse, fine, fine2, final",
     )
 
 
