@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import os
 import shlex
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -79,6 +80,10 @@ def jobs_api(address: str) -> Iterator[Any]:
         raise BabysitterError(f"the Ray cluster at {address}: {first}") from None
 
 
+NO_AGENT = "No available agent to submit job"
+AGENT_WAIT_S, AGENT_RETRY_S = 60.0, 2.0
+
+
 def submit(
     client: Any, study: str, study_dir: str, run_args: list[str], spec_text: str | None
 ) -> str:
@@ -98,11 +103,18 @@ def submit(
             f"mkdir -p {shlex.quote(study_dir)} && "
             f'printf "%s" "$BABYSITTER_SPEC" > {shlex.quote(spec_path)} && '
         )
-    return client.submit_job(
-        entrypoint=prelude + "python -m orchestrator run " + shlex.join(words),
-        runtime_env=runtime_env,
-        metadata={STUDY_KEY: study},
-    )
+    deadline = time.monotonic() + AGENT_WAIT_S
+    while True:
+        try:
+            return client.submit_job(
+                entrypoint=prelude + "python -m orchestrator run " + shlex.join(words),
+                runtime_env=runtime_env,
+                metadata={STUDY_KEY: study},
+            )
+        except RuntimeError as exc:  # a head just started: its job agent is not up yet
+            if NO_AGENT not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(AGENT_RETRY_S)
 
 
 def follow(client: Any, job_id: str, echo: Callable[[str], None]) -> None:
