@@ -4,6 +4,7 @@ report` on that study, and on a copy planted to the seed's full budget (100 coar
 trials: each trial repeated with jittered lr / l2 under a new id), and the ratio of the two.
 
 Run: .venv/bin/python scripts/bench_report.py [--budget demo] [--runner local]
+     .venv/bin/python scripts/bench_report.py --study STUDY_DIR   (part 2 only, on that study)
 """
 
 from __future__ import annotations
@@ -73,22 +74,15 @@ def main() -> None:
     parser.add_argument("--budget", choices=[str(b) for b in BudgetName], default="demo")
     parser.add_argument("--data", type=Path, default=FACES)
     parser.add_argument("--runner", choices=["ray", "local"], default="ray")
+    parser.add_argument("--study", type=Path, help="A finished study: skip part 1, report on it.")
     args = parser.parse_args()
-    runner = RayStageRunner() if args.runner == "ray" else LocalStageRunner()
     cache = default_cache_dir()
-    spec = load_spec("faces").with_changes(trial={"data": str(args.data)}, search_space=PROBED_LR)
-    spec, data = load_study_data(spec, args.budget, cache, print)
-    with ray_runtime(needed=args.runner == "ray"), tempfile.TemporaryDirectory() as root:
+    with tempfile.TemporaryDirectory() as root:
+        if args.study is None:
+            run_study(args, cache, Path(root) / "study")
+        else:
+            shutil.copytree(args.study, Path(root) / "study")
         folder = StudyFolder(Path(root) / "study")
-        folder.create(spec, Step.FINAL)
-        reports = TimedReports(folder, cache, print)
-        start = time.perf_counter()
-        Study(folder, spec, data, runner, [reports], skip_sanity=False).run()
-        wall = time.perf_counter() - start
-        print(
-            f"study: {wall:.1f} s wall, of which writing reports {reports.spent:.1f} s: "
-            f"wall / wall without reports = {wall / (wall - reports.spent):.3f}"
-        )
         times = {}
         trials = {"study": sum(len(folder.read_stage(s).trials) for s in FULL)}
         trials["planted"] = plant(folder.path, Path(root) / "planted")
@@ -105,6 +99,24 @@ def main() -> None:
             stdout=subprocess.DEVNULL,
         )
         print(f"`babysit report` on planted, a new process: {time.perf_counter() - start:.1f} s")
+
+
+def run_study(args: argparse.Namespace, cache: Path, path: Path) -> None:
+    """Part 1: the faces study with its reports on, timed."""
+    runner = RayStageRunner() if args.runner == "ray" else LocalStageRunner()
+    spec = load_spec("faces").with_changes(trial={"data": str(args.data)}, search_space=PROBED_LR)
+    spec, data = load_study_data(spec, args.budget, cache, print)
+    with ray_runtime(needed=args.runner == "ray"):
+        folder = StudyFolder(path)
+        folder.create(spec, Step.FINAL)
+        reports = TimedReports(folder, cache, print)
+        start = time.perf_counter()
+        Study(folder, spec, data, runner, [reports], skip_sanity=False).run()
+        wall = time.perf_counter() - start
+    print(
+        f"study: {wall:.1f} s wall, of which writing reports {reports.spent:.1f} s: "
+        f"wall / wall without reports = {wall / (wall - reports.spent):.3f}"
+    )
 
 
 if __name__ == "__main__":

@@ -151,10 +151,10 @@ def ui(study_dir: Path | None, host: str, port: int) -> None:
     import subprocess
 
     from orchestrator.study.folder import StudyFolder
-    from orchestrator.tracking.store import embedded_uri
+    from orchestrator.tracking.store import embedded_uri, experiment_id
 
     folder = StudyFolder(study_dir or _newest_study(Path("studies")))
-    folder.read_spec()
+    spec = folder.read_spec()
     recorded = folder.read_state().tracking_uri
     if recorded:
         click.echo(f"study {folder.path} records to {recorded}: open that server's UI")
@@ -173,7 +173,10 @@ def ui(study_dir: Path | None, host: str, port: int) -> None:
             ) from None
     command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri"]
     command += [embedded_uri(folder.path), "--host", host, "--port", str(port), "--workers", "1"]
-    click.echo(f"MLflow UI for {folder.path} at http://{host}:{port} (Ctrl-C stops it)")
+    url = f"http://{host}:{port}"
+    found = experiment_id(embedded_uri(folder.path), spec.name)
+    runs = f"{url}/#/experiments/{found}/runs" if found else url
+    click.echo(f"MLflow UI for {folder.path} at {url} (Ctrl-C stops it); the study's runs: {runs}")
     # Training runs need none of the server's GenAI job workers; without them it starts in
     # about 6 s instead of 11 s here (set the variable to true to keep them).
     env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}

@@ -12,7 +12,13 @@ from typing import TYPE_CHECKING, Any
 
 from orchestrator.names import Step
 from orchestrator.study.observer import StudyObserver, TrialInfo
-from orchestrator.tracking.record import pending, record_pending, stage_params, trial_name
+from orchestrator.tracking.record import (
+    pending,
+    record_pending,
+    stage_params,
+    trial_name,
+    trial_params,
+)
 from orchestrator.tracking.store import (
     RETRY_S,
     StudyTracker,
@@ -133,7 +139,7 @@ class LiveTrials:
         base, space = self.stages[stage]
         config = {**base, **trial.config}
         name = trial_name(trial.trial_id, config, space)
-        return tracker.trial_run(stage, trial.trial_id, config, name)
+        return tracker.trial_run(stage, trial.trial_id, trial_params(config, space), name)
 
     def send(self, action: Callable[[StudyTracker], Any]) -> None:
         if self._queue is None:

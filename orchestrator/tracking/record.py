@@ -6,7 +6,9 @@ from `babysit sync`."""
 from __future__ import annotations
 
 import csv
+import math
 import tempfile
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +18,13 @@ from orchestrator.search.space import Param
 from orchestrator.study.folder import StudyFolder
 from orchestrator.study.spec import StudySpec
 from orchestrator.tracking.store import (
+    NOTE,
     StudyTracker,
     TrackingTarget,
     delivery_errors,
     embedded_uri,
     source_commit,
+    stage_note,
 )
 from trainables.config import field_names
 from trainables.errors import BabysitterError
@@ -43,6 +47,21 @@ def stage_params(spec: StudySpec, stage: str, space: dict[str, Param]) -> dict[s
         params["reduction_factor"] = settings.scheduler.reduction_factor
     params.update({f"space.{name}": p.describe() for name, p in space.items()})
     return params
+
+
+def trial_params(config: dict[str, Any], space: dict[str, Param]) -> dict[str, Any]:
+    """The trial's config, plus ``log10_<name>`` for each parameter searched in log space: the
+    UI draws params on linear axes, where 1e-5 .. 1e-1 would sit in one corner."""
+    logs = {
+        f"log10_{name}": round(math.log10(config[name]), 4)
+        for name, param in space.items()
+        if param.numeric and param.range().log and _positive(config.get(name))
+    }
+    return {**config, **logs}
+
+
+def _positive(value: Any) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value) and value > 0
 
 
 def trial_name(trial_id: str, values: dict[str, Any], space: dict[str, Param]) -> str:
@@ -95,19 +114,24 @@ def record_stage(tracker: StudyTracker, folder: StudyFolder, spec: StudySpec, st
     flags = dict(zip(trials["trial_id"], judge(trials)["flag"], strict=True))
     for row in trials.to_dict("records"):
         config = {k: v for k, v in row.items() if k in fields}
+        mine = epochs[epochs["trial_id"] == row["trial_id"]] if len(epochs) else epochs
+        started, ended = _trial_times(row, mine)
         run_id = tracker.trial_run(
-            stage, row["trial_id"], config, trial_name(row["trial_id"], row, space)
+            stage,
+            row["trial_id"],
+            trial_params(config, space),
+            trial_name(row["trial_id"], row, space),
+            started=started,
         )
-        if len(epochs):
-            tracker.log_epochs(
-                run_id, epochs[epochs["trial_id"] == row["trial_id"]].to_dict("records")
-            )
+        if len(mine):
+            tracker.log_epochs(run_id, mine.to_dict("records"))
         tracker.finish_trial(
             run_id,
             row["status"],
             int(row["epochs_run"]),
             row.get("error", ""),
             flags[row["trial_id"]] if row["status"] in USABLE else "",
+            ended=ended,
         )
     best = rank(trials)
     metrics, tags = {}, {}
@@ -116,7 +140,9 @@ def record_stage(tracker: StudyTracker, folder: StudyFolder, spec: StudySpec, st
         metrics[f"best_{METRIC}"] = float(top[METRIC])
         metrics[f"best_{METRIC}_se"] = float(top["score_se"])
         tags["best_trial_id"] = str(top["trial_id"])
-        tags["best_run_id"] = tracker.trial_run(stage, top["trial_id"], {}, "")
+        tags["best_run_id"] = best_run = tracker.trial_run(stage, top["trial_id"], {}, "")
+        name = trial_name(top["trial_id"], top.to_dict(), space)
+        tags[NOTE] = stage_note(stage) + f"\n\nBest trial: {tracker.link(best_run, name)}."
     tags.update({f"count.{k}": str(v) for k, v in trials["status"].value_counts().items()})
     artifacts = [*folder.stage_files(stage), *folder.figures(stage)]
     narrowing = folder.read_narrowing(stage) if stage != Step.COARSE else None
@@ -124,6 +150,18 @@ def record_stage(tracker: StudyTracker, folder: StudyFolder, spec: StudySpec, st
         tags.update({f"narrowing.{d.name}": d.reason for d in narrowing.decisions})
         artifacts.append(folder.narrowing_file_for(stage))
     tracker.finish_stage(stage, metrics=metrics, tags=tags, artifacts=artifacts)
+
+
+def _trial_times(row: dict[str, Any], epochs: Any) -> tuple[float | None, float | None]:
+    """When the trial started and last reported (Unix seconds), from its epochs' timestamps;
+    None for tables written before they were recorded."""
+    if "timestamp" not in epochs or not len(epochs):
+        return None, None
+    ended = float(epochs["timestamp"].max())
+    if not math.isfinite(ended):
+        return None, None
+    seconds = float(row.get("seconds", math.nan))
+    return (ended - seconds if math.isfinite(seconds) else None), ended
 
 
 def record_sanity(tracker: StudyTracker, folder: StudyFolder) -> None:
@@ -138,7 +176,8 @@ def record_sanity(tracker: StudyTracker, folder: StudyFolder) -> None:
     held = tracker.client.get_run(run_id).data.tags.get("finished_at")
     if held is not None and held != record.finished_at:
         tracker.drop_stage(Step.SANITY)
-    run_id = tracker.stage_run(Step.SANITY, params)
+    ended = datetime.fromisoformat(record.finished_at).timestamp()
+    run_id = tracker.stage_run(Step.SANITY, params, started=ended - report.seconds)
     metrics = {
         f"{check.name}.{key}": float(value)
         for check in report.checks
@@ -157,6 +196,7 @@ def record_sanity(tracker: StudyTracker, folder: StudyFolder) -> None:
         tags=tags,
         artifacts=[folder.sanity_file, folder.probe_plot],
         failed=not record.passed,
+        ended=ended,
     )
 
 
@@ -170,6 +210,7 @@ def record_final(tracker: StudyTracker, folder: StudyFolder) -> None:
     rounds = folder.rounds_done()
     if rounds:
         tags["chosen_from"] = rounds[-1]
+        tags.update(_chosen_trial(tracker, folder, rounds[-1], final.config))
     if folder.candidates_file.exists():
         artifacts.append(folder.candidates_file)
     artifacts += [folder.final / "config.json", folder.final / "checkpoint.pt"]
@@ -188,6 +229,29 @@ def record_final(tracker: StudyTracker, folder: StudyFolder) -> None:
                 model, example = _final_model(folder, final.config, len(test.class_names))
                 tags["model"] = tracker.log_model(run_id, model, example)
         tracker.finish_stage(Step.FINAL, metrics=metrics, tags=tags, artifacts=artifacts)
+
+
+def _chosen_trial(
+    tracker: StudyTracker, folder: StudyFolder, stage: str, config: dict[str, Any]
+) -> dict[str, str]:
+    """The trial the final config came from (its searched settings match exactly), linked."""
+    tables = folder.read_stage(stage)
+    space = folder.stage_space(folder.read_spec(), stage)
+    trials = tables.trials
+    match = trials
+    for name in space:
+        if name in trials and name in config:
+            match = match[match[name] == config[name]]
+    if len(match) != 1:
+        return {}
+    row = match.iloc[0]
+    run_id = tracker.trial_run(stage, row["trial_id"], {}, "")
+    link = tracker.link(run_id, trial_name(row["trial_id"], row.to_dict(), space))
+    return {
+        "chosen_trial_id": str(row["trial_id"]),
+        "chosen_run_id": run_id,
+        NOTE: stage_note(Step.FINAL) + f"\n\nTrained from {stage} trial {link}.",
+    }
 
 
 def _final_model(folder: StudyFolder, config: dict[str, Any], classes: int) -> tuple[Any, Any]:

@@ -28,6 +28,7 @@ MARKER = "lr"  # reported at every epoch, diverged ones included: its steps are 
 TRACKED = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "images_per_s", "epoch_seconds")
 TRACKED += ("val_acc_se", "val_loss_se", "train_penalty")
 PER_LAYER_OR_FOLD = ("update_ratio/", "fold")
+DATA_LOSS = "train_data_loss"  # train_loss includes the L2 penalty; val_loss does not
 RETRY_S = 10.0
 URI_VARIABLE = "MLFLOW_TRACKING_URI"
 HTTP = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
@@ -45,6 +46,8 @@ def epoch_metrics(report: Mapping[str, Any]) -> dict[str, float]:
             continue
         if isinstance(value, (int, float)) and math.isfinite(value):
             metrics[key] = float(value)
+    if "train_loss" in metrics and "train_penalty" in metrics:  # comparable with val_loss
+        metrics[DATA_LOSS] = metrics["train_loss"] - metrics["train_penalty"]
     return metrics
 
 
@@ -127,13 +130,77 @@ def open_tracker(target: TrackingTarget, echo: Echo) -> StudyTracker:
 
     client = MlflowClient(target.uri)
     experiment = client.get_experiment_by_name(target.experiment)
+    tags = experiment_tags(target.experiment)
     if experiment is None:
         experiment_id = client.create_experiment(
-            target.experiment, artifact_location=target.artifact_location
+            target.experiment, artifact_location=target.artifact_location, tags=tags
         )
     else:
         experiment_id = experiment.experiment_id
+        for key, value in tags.items():  # a store written before these tags existed
+            if key not in experiment.tags:
+                client.set_experiment_tag(experiment_id, key, value)
     return StudyTracker(target, client, experiment_id, echo)
+
+
+def experiment_id(uri: str, name: str) -> str | None:
+    """The id of experiment ``name`` in the store at ``uri``, or None."""
+    _quiet_mlflow()
+    from mlflow import MlflowClient
+
+    experiment = MlflowClient(uri).get_experiment_by_name(name)
+    return None if experiment is None else experiment.experiment_id
+
+
+def experiment_tags(name: str) -> dict[str, str]:
+    """Model training, not GenAI (the UI then opens on the runs table), and what it holds."""
+    return {
+        "mlflow.experimentKind": "custom_model_development",
+        NOTE: (
+            f"babysitter study `{name}`: one parent run per step (sanity, coarse, fine, ..., "
+            "final) and one child run per trial. Sort the runs by `val_acc`; `log10_lr` and "
+            "`log10_l2` put log-searched settings on readable axes; each trial's `status` tag "
+            "says whether it completed or ASHA stopped it. The study folder holds the same "
+            "record and `report.html`, the command center."
+        ),
+    }
+
+
+def stage_note(stage: str) -> str:
+    """The description a step's parent run shows in the UI."""
+    if stage == "sanity":
+        return (
+            "The babysitting checks before any search: initial loss, regularization, "
+            "overfitting 20 examples, the lr probe (its plot is an artifact)."
+        )
+    if stage == "final":
+        return (
+            "The chosen config trained once more and tested: test metrics, the model, and the "
+            "report's model figures (filters, activations, confusion matrix) as artifacts."
+        )
+    return (
+        f"Search round `{stage}`: one child run per trial, its settings as params, metrics per "
+        "epoch; `best_run_id` names the winner; the search figures are artifacts."
+    )
+
+
+NOTE = "mlflow.note.content"  # the description the UI shows for an experiment or run
+
+
+def status_name(name: str, status: str, epochs_run: int) -> str:
+    """The run name with how the trial ended, where the UI's run table shows it (its own
+    status column says FINISHED, green, for an ASHA stop too)."""
+    base = name.split(" [", 1)[0]
+    if status == TrialStatus.COMPLETED or not base:
+        return base
+    if status == TrialStatus.STOPPED:
+        return f"{base} [stopped at epoch {epochs_run}]"
+    return f"{base} [{status}]"
+
+
+def _ms(seconds: float | None) -> int | None:
+    """Unix seconds as MLflow's milliseconds (None: MLflow's now)."""
+    return None if seconds is None or not math.isfinite(seconds) else int(seconds * 1000)
 
 
 def unreachable(uri: str, exc: BaseException) -> str:
@@ -175,16 +242,21 @@ class StudyTracker:
 
     # the record itself
 
-    def stage_run(self, stage: str, params: Mapping[str, Any] | None = None) -> str:
-        """The stage's parent run, created on first use (resume finds the same one); ``params``
-        are added when the run lacks them (a trial's live record may have made it first)."""
+    def stage_run(
+        self, stage: str, params: Mapping[str, Any] | None = None, started: float | None = None
+    ) -> str:
+        """The stage's parent run, created on first use (resume finds the same one), starting
+        at ``started`` (Unix seconds; default now); ``params`` are added when the run lacks
+        them (a trial's live record may have made it first)."""
         if stage not in self._stage_runs:
             found = self._search(stage=stage, kind="stage")
             if found:
                 run = found[0]
             else:
-                tags = self._tags(stage=stage, kind="stage")
-                run = self.client.create_run(self.experiment_id, tags=tags, run_name=stage)
+                tags = self._tags(stage=stage, kind="stage") | {NOTE: stage_note(stage)}
+                run = self.client.create_run(
+                    self.experiment_id, tags=tags, run_name=stage, start_time=_ms(started)
+                )
             self._stage_runs[stage] = run.info.run_id
             self._stage_params[stage] = set(run.data.params)
         missing = {k: v for k, v in (params or {}).items() if k not in self._stage_params[stage]}
@@ -193,7 +265,14 @@ class StudyTracker:
             self._stage_params[stage] |= set(missing)
         return self._stage_runs[stage]
 
-    def trial_run(self, stage: str, trial_id: str, config: Mapping[str, Any], name: str) -> str:
+    def trial_run(
+        self,
+        stage: str,
+        trial_id: str,
+        config: Mapping[str, Any],
+        name: str,
+        started: float | None = None,
+    ) -> str:
         runs = self._trial_runs.get(stage)
         if runs is None:
             found = self._search(stage=stage, kind="trial")
@@ -204,12 +283,19 @@ class StudyTracker:
                 stage=stage, kind="trial", trial_id=trial_id, status=TrialStatus.RUNNING
             )
             run = self.client.create_run(
-                self.experiment_id, tags={**tags, "mlflow.parentRunId": parent}, run_name=name
+                self.experiment_id,
+                tags={**tags, "mlflow.parentRunId": parent},
+                run_name=name,
+                start_time=_ms(started),
             )
             runs[trial_id] = run.info.run_id
             self._steps[run.info.run_id] = set()
             self._log(run.info.run_id, params=config)
         return runs[trial_id]
+
+    def link(self, run_id: str, text: str) -> str:
+        """A Markdown link to a run, for a description (the UI renders it)."""
+        return f"[{text}](#/experiments/{self.experiment_id}/runs/{run_id})"
 
     def log_epochs(self, run_id: str, reports: Iterable[Mapping[str, Any]]) -> int:
         """Send the epochs MLflow does not hold yet; returns how many were sent."""
@@ -228,8 +314,16 @@ class StudyTracker:
         return sent
 
     def finish_trial(
-        self, run_id: str, status: str, epochs_run: int, error: str = "", flag: str = ""
+        self,
+        run_id: str,
+        status: str,
+        epochs_run: int,
+        error: str = "",
+        flag: str = "",
+        ended: float | None = None,
     ) -> None:
+        """The trial's status tags, and its run ended at ``ended`` (Unix seconds; default now:
+        a live record ends it as the trial ends, the stage's record when it last reported)."""
         tags = {"status": status, "epochs_run": str(epochs_run)}
         if flag:
             tags["flag"] = flag
@@ -237,8 +331,11 @@ class StudyTracker:
             tags["stopped_at_epoch"] = str(epochs_run)
         if error:
             tags["error"] = error
+        name = self.client.get_run(run_id).info.run_name or ""
+        tags["mlflow.runName"] = status_name(name, status, epochs_run)
         self._log(run_id, tags=tags)
-        self.client.set_terminated(run_id, "FAILED" if status == ERRORED else "FINISHED")
+        outcome = "FAILED" if status == ERRORED else "FINISHED"
+        self.client.set_terminated(run_id, outcome, end_time=_ms(ended))
 
     def finish_stage(
         self,
@@ -248,6 +345,7 @@ class StudyTracker:
         tags: Mapping[str, str] = {},
         artifacts: Iterable[Path] = (),
         failed: bool = False,
+        ended: float | None = None,
     ) -> None:
         run_id = self.stage_run(stage)
         held = self.client.get_run(run_id).data.metrics
@@ -256,7 +354,7 @@ class StudyTracker:
         for path in artifacts:
             if path.exists():
                 self.client.log_artifact(run_id, str(path))
-        self.client.set_terminated(run_id, "FAILED" if failed else "FINISHED")
+        self.client.set_terminated(run_id, "FAILED" if failed else "FINISHED", end_time=_ms(ended))
 
     def drop_stage(self, stage: str) -> None:
         """Delete the stage's run: its step was redone, and the new record replaces it."""

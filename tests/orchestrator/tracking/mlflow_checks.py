@@ -6,6 +6,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
 
@@ -48,7 +49,18 @@ def assert_stage_recorded(uri: str, experiment: str, study: Path, stage: str) ->
         assert run.info.status == STATUS_OF.get(row["status"], "FAILED")
         if row["status"] == "stopped_by_asha":
             assert run.data.tags["stopped_at_epoch"] == str(row["epochs_run"])
+            assert run.info.run_name.endswith(f" [stopped at epoch {row['epochs_run']}]")
+        elif row["status"] in ("diverged", "errored"):
+            assert run.info.run_name.endswith(f" [{row['status']}]")
+        else:
+            assert "[" not in run.info.run_name
+        for name in ("lr", "l2"):  # log-searched: also on a log axis, for the UI's charts
+            if parent.data.params.get(f"space.{name}", "").startswith("log"):
+                logged = float(run.data.params[f"log10_{name}"])
+                assert abs(logged - math.log10(row[name])) < 1e-4
         mine = epochs[epochs["trial_id"] == trial_id]
+        if "timestamp" in mine and len(mine):  # the run ends when its trial did, not its stage
+            assert abs(run.info.end_time / 1000 - mine["timestamp"].max()) < 2
         assert len(client.get_metric_history(run.info.run_id, "lr")) == row["epochs_run"]
         for key in [k for k in mine.columns if k in TRACKED or k.startswith("update_ratio/")]:
             expected = [
@@ -60,6 +72,13 @@ def assert_stage_recorded(uri: str, experiment: str, study: Path, stage: str) ->
             got = sorted((m.step, m.value) for m in history)
             assert len(got) == len(expected), f"{trial_id} {key}: {got} vs {expected}"
             assert [s for s, _ in got] == [e for e, _ in expected]
+        if "train_penalty" in mine:  # the data loss, comparable with val_loss, on its own
+            both = mine[np.isfinite(mine["train_loss"]) & np.isfinite(mine["train_penalty"])]
+            data = client.get_metric_history(run.info.run_id, "train_data_loss")
+            want = (both["train_loss"] - both["train_penalty"]).tolist()
+            assert [round(m.value, 6) for m in sorted(data, key=lambda m: m.step)] == [
+                round(v, 6) for v in want
+            ]
 
 
 def assert_sanity_recorded(uri: str, experiment: str, study: Path) -> None:
@@ -83,6 +102,8 @@ def assert_sanity_recorded(uri: str, experiment: str, study: Path) -> None:
         assert history == finite
     files = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert files == {"sanity.json", "sanity_lr_probe.png"}
+    lasted = (run.info.end_time - run.info.start_time) / 1000
+    assert abs(lasted - record["seconds"]) < 1  # how long the checks took, not the record
 
 
 def assert_study_recorded(uri: str, experiment: str, study: Path) -> None:
@@ -108,6 +129,14 @@ def assert_study_recorded(uri: str, experiment: str, study: Path) -> None:
     assert len(client.get_metric_history(final.info.run_id, "lr")) == len(history)
     test = json.loads((study / "final" / "test_metrics.json").read_text())
     assert final.data.metrics["test_accuracy"] == test["accuracy"]
+    chosen = client.get_run(final.data.tags["chosen_run_id"])  # linked to its trial
+    assert chosen.data.tags["trial_id"] == final.data.tags["chosen_trial_id"]
+    assert chosen.data.tags["stage"] == final.data.tags["chosen_from"]
+    assert f"/runs/{chosen.info.run_id})" in final.data.tags["mlflow.note.content"]
+    for stage in rounds:
+        parent = stages[stage][0]
+        best = parent.data.tags["best_run_id"]
+        assert f"/runs/{best})" in parent.data.tags["mlflow.note.content"]
     assert final.data.tags["model"].startswith("models:/")
     artifacts = {a.path for a in client.list_artifacts(final.info.run_id)}
     assert {"confusion_matrix.csv", "per_class.csv", "checkpoint.pt"} <= artifacts

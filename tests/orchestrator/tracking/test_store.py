@@ -227,7 +227,12 @@ def test_babysit_ui_serves_the_study_store_on_localhost(tmp_path, study_dir):
         )
         wait_for(api)
         with urllib.request.urlopen(api) as reply:
-            assert json.load(reply)["experiment"]["name"] == "faces"
+            experiment = json.load(reply)["experiment"]
+        assert experiment["name"] == "faces"
+        assert f"/#/experiments/{experiment['experiment_id']}/runs" in line  # opens on the runs
+        tags = {t["key"]: t["value"] for t in experiment["tags"]}
+        assert tags["mlflow.experimentKind"] == "custom_model_development"  # not the GenAI pages
+        assert "one child run per trial" in tags["mlflow.note.content"]
         busy = babysit_here("ui", folder.path, "--port", str(port), cache=tmp_path)
         assert_one_line_error(busy, f"--port {port}", "pass another --port")
     finally:
