@@ -172,12 +172,13 @@ def record_sanity(tracker: StudyTracker, folder: StudyFolder) -> None:
     report, settings = record.report, record.settings
     params = {k: settings[k] for k in ("probe_steps", "overfit_examples", "strong_l2", "sample")}
     params["probe_lrs"] = " ".join(f"{lr:.0e}" for lr in settings["probe_lrs"])
-    run_id = tracker.stage_run(Step.SANITY)
+    ended = datetime.fromisoformat(record.finished_at).timestamp()
+    started = ended - report.seconds
+    run_id = tracker.stage_run(Step.SANITY, started=started)
     held = tracker.client.get_run(run_id).data.tags.get("finished_at")
     if held is not None and held != record.finished_at:
         tracker.drop_stage(Step.SANITY)
-    ended = datetime.fromisoformat(record.finished_at).timestamp()
-    run_id = tracker.stage_run(Step.SANITY, params, started=ended - report.seconds)
+    run_id = tracker.stage_run(Step.SANITY, params, started=started)
     metrics = {
         f"{check.name}.{key}": float(value)
         for check in report.checks
