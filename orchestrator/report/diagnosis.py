@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from orchestrator.search.ranking import known
 from orchestrator.search.space import Param
 from trainables.status import TrialStatus
 
@@ -58,7 +59,7 @@ def diagnose_boundary(
     """The best config within EDGE of a bound of the box it was searched in."""
     found = []
     for name, param in space.items():
-        if not param.numeric or not _known(best.get(name)):
+        if not param.numeric or not known(best.get(name)):
             continue
         box = param.range()
         position = (box.to_unit(float(best[name])) - box.to_unit(box.low)) / box.span
@@ -94,7 +95,7 @@ def diagnose_dead(subject: str, dead: Mapping[str, float]) -> list[Finding]:
 def _fit(subject: str, rows: list[dict[str, Any]]) -> list[Finding]:
     last = rows[-1]
     train, val = last.get("train_acc"), last.get("val_acc")
-    if not (_known(train) and _known(val)):
+    if not (known(train) and known(val)):
         return []
     gap = float(train) - float(val)
     numbers = f"train acc {train:.3f}, val acc {val:.3f} (gap {gap:+.3f})"
@@ -123,7 +124,7 @@ def _loss_trend(subject: str, rows: list[dict[str, Any]], status: str) -> list[F
     if status == TrialStatus.DIVERGED:
         return [Finding(subject, LR_HIGH, f"diverged at epoch {len(rows)}", "lower the lr range")]
     losses = [_data_loss(r) for r in rows]
-    losses = [v for v in losses if _known(v)]
+    losses = [v for v in losses if known(v)]
     if len(losses) < 2:
         return []
     first = _initial(rows, losses[0])
@@ -156,7 +157,7 @@ def _ratios(subject: str, rows: list[dict[str, Any]]) -> list[Finding]:
     low, high = RATIO_BAND
     outside = []
     for column in layers:
-        values = sorted(float(r[column]) for r in early if _known(r.get(column)))
+        values = sorted(float(r[column]) for r in early if known(r.get(column)))
         if values and not low <= values[len(values) // 2] <= high:
             outside.append((column.removeprefix("update_ratio/"), values[len(values) // 2]))
     if not outside:
@@ -179,20 +180,13 @@ def _ratios(subject: str, rows: list[dict[str, Any]]) -> list[Finding]:
 def _data_loss(row: Mapping[str, Any]) -> float:
     """The training loss without the L2 penalty: the part comparable with the val loss."""
     loss = row.get("train_loss")
-    if not _known(loss):
+    if not known(loss):
         return math.nan
     penalty = row.get("train_penalty")
-    return float(loss) - (float(penalty) if _known(penalty) else 0.0)
+    return float(loss) - (float(penalty) if known(penalty) else 0.0)
 
 
 def _initial(rows: list[dict[str, Any]], first: float) -> float:
     """The loss before training where it was measured (val), else the first epoch's."""
     initial = rows[0].get("val_loss_initial")
-    return max(first, float(initial)) if _known(initial) else first
-
-
-def _known(value: Any) -> bool:
-    try:
-        return value is not None and math.isfinite(float(value))
-    except (TypeError, ValueError):
-        return False
+    return max(first, float(initial)) if known(initial) else first
