@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from orchestrator.study.folder import FinalRecord, NarrowingRecord, SanityRecord, StudyFolder
     from orchestrator.study.pipeline import Study
     from trainables.config import TrialConfig
-    from trainables.sanity import SanityReport, SanitySettings
+    from trainables.sanity_report import SanityReport, SanitySettings
     from trainables.train import EpochReport
 
 

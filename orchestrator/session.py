@@ -4,6 +4,7 @@ the study folder, the observers (console, MLflow), then the study itself."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +13,7 @@ from orchestrator.console import ConsoleObserver
 from orchestrator.names import TRACKING_WAIT_S, BudgetName, Step
 from orchestrator.search.stage import StageRunner
 from orchestrator.study.folder import StudyFolder, Summary
+from orchestrator.study.lock import study_lock
 from orchestrator.study.pipeline import Study
 from orchestrator.study.spec import StudySpec
 from trainables.datasets import DataSplits, load_data
@@ -68,17 +70,40 @@ def resume(folder: StudyFolder, options: SessionOptions) -> Summary:
     return _run(folder, spec, None, state.target, options, state.skip_sanity, lambda _: None)
 
 
-def sync(folder: StudyFolder, options: SessionOptions) -> tuple[list[str], list[str]]:
-    """Send the records MLflow misses; returns (sent, still waiting)."""
+def sync(
+    folder: StudyFolder, options: SessionOptions, *, rebuild: bool = False
+) -> tuple[list[str], list[str]]:
+    """Send the records MLflow misses; returns (sent, still waiting). ``rebuild`` sets the
+    study's own store aside first and records everything again, from the folder."""
     from orchestrator.tracking.record import pending, record_pending
 
     spec = folder.read_spec()
-    uri = _check_tracking(folder, spec, options)
-    waiting = pending(folder)
-    if not waiting:
-        return [], []
-    left = record_pending(_tracker(folder, spec, uri, options), folder, spec)
+    server = options.tracking_uri or folder.read_state().tracking_uri
+    if rebuild and server:
+        raise BabysitterError(
+            f"--rebuild: study {str(folder.path)!r} records to {server}, a server's store; "
+            "--rebuild only replaces the study folder's own store"
+        )
+    with study_lock(folder.path):
+        if rebuild:
+            _set_store_aside(folder, options.echo)
+        uri = _check_tracking(folder, spec, options)
+        tracker = _tracker(folder, spec, uri, options)  # opened even when nothing waits
+        waiting = pending(folder)
+        left = record_pending(tracker, folder, spec) if waiting else []
     return [step for step in waiting if step not in left], left
+
+
+def _set_store_aside(folder: StudyFolder, echo: Echo) -> None:
+    from orchestrator.tracking.store import embedded_uri, forget_store
+
+    forget_store(embedded_uri(folder.path))
+    store = folder.path / "mlflow"
+    if store.exists():
+        aside = folder.path / f"mlflow.set-aside-{time.strftime('%Y%m%d-%H%M%S')}"
+        store.rename(aside)
+        echo(f"mlflow   set the old store aside: {aside}")
+    folder.update_state(recorded=())
 
 
 def load_study_data(
@@ -98,6 +123,19 @@ def load_study_data(
 
 
 def _run(
+    folder: StudyFolder,
+    spec: StudySpec,
+    budget: BudgetName | None,
+    target: Step,
+    options: SessionOptions,
+    skip_sanity: bool,
+    prepare: Callable[[StudySpec], None],
+) -> Summary:
+    with study_lock(folder.path):  # before anything is read: another driver may be writing
+        return _run_locked(folder, spec, budget, target, options, skip_sanity, prepare)
+
+
+def _run_locked(
     folder: StudyFolder,
     spec: StudySpec,
     budget: BudgetName | None,
@@ -141,7 +179,8 @@ def _check_tracking(folder: StudyFolder, spec: StudySpec, options: SessionOption
     from orchestrator.tracking.store import connect
 
     uri = tracking_choice(folder, options.tracking_uri)
-    if uri is not None:  # the study folder's own store is made with the folder, not before
+    # the study folder's own store is made with the folder, and checked once it exists
+    if uri is not None or (folder.path / "mlflow" / "mlflow.db").exists():
         connect(tracking_target(folder, spec, uri), options.echo)
     return uri
 

@@ -18,9 +18,15 @@ RANKING = (
 
 
 def results_table(
-    folder: StudyFolder, stage: str | None, per_epoch: bool, sort_by: str | None, top: int | None
+    folder: StudyFolder,
+    stage: str | None,
+    per_epoch: bool,
+    sort_by: str | None,
+    top: int | None,
+    every: bool = False,
 ) -> tuple[pd.DataFrame, str]:
-    """The rows to print or export, and the footer that says how they are ordered."""
+    """The rows to print (the columns a reader compares; every column with ``every``, for an
+    export), and the footer that says how they are ordered."""
     spec = folder.read_spec()
     done = folder.rounds_done()
     if stage is not None and stage not in done:
@@ -47,12 +53,17 @@ def results_table(
         )
     frame = pd.concat(frames, ignore_index=True)
     footer = RANKING if sort_by is None else f"sorted by {sort_by}{_direction(sort_by)}"
+    if every:
+        return frame, footer
     if per_epoch:
         shown = ["stage", "trial_id", "epoch", "train_loss", "train_acc", "val_loss", "val_acc"]
         shown += ["lr", "update_ratio/conv1"]
     else:
         shown = ["best", "stage", "trial_id", "status", "epochs_run", "retries", *spec.search_space]
         shown += ["train_loss", "val_loss", "val_acc", "val_acc_se", "seconds"]
+        if frame.get("asha_rung", pd.Series(dtype=float)).notna().any():
+            shown += ["asha_cutoff", "asha_compared"]  # a stopped trial: its val_acc fell below
+            footer += "; a trial ASHA stopped fell below asha_cutoff, from asha_compared trials"
     return frame[[c for c in shown if c in frame]], footer
 
 

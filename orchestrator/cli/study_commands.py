@@ -115,15 +115,23 @@ def _start_study(
 @cli.command()
 @click.argument("study_dir", type=click.Path(path_type=Path), metavar="STUDY_DIR")
 @TRACKING_OPTION
-def sync(study_dir: Path, tracking_uri: str | None) -> None:
+@click.option(
+    "--rebuild",
+    is_flag=True,
+    help="Set the study's own MLflow store aside (damaged, or from an older babysitter) and "
+    "record the whole study again from its folder.",
+)
+def sync(study_dir: Path, tracking_uri: str | None, rebuild: bool) -> None:
     """Send the study's records that have not reached MLflow yet (its tracking server was away
     when a stage ended). Safe to repeat: nothing is sent twice."""
     from orchestrator import session
     from orchestrator.cli.options import default_cache_dir
     from orchestrator.study.folder import StudyFolder
 
-    options = session.SessionOptions(default_cache_dir(), tracking_uri=tracking_uri)
-    sent, left = session.sync(StudyFolder(study_dir), options)
+    options = session.SessionOptions(
+        default_cache_dir(), tracking_uri=tracking_uri, echo=click.echo
+    )
+    sent, left = session.sync(StudyFolder(study_dir), options, rebuild=rebuild)
     if not sent and not left:
         click.echo("mlflow   up to date: nothing waits")
         return
@@ -151,7 +159,7 @@ def ui(study_dir: Path | None, host: str, port: int) -> None:
     import subprocess
 
     from orchestrator.study.folder import StudyFolder
-    from orchestrator.tracking.store import embedded_uri, experiment_id
+    from orchestrator.tracking.store import embedded_uri, experiment_id, runs_url
 
     folder = StudyFolder(study_dir or _newest_study(Path("studies")))
     spec = folder.read_spec()
@@ -175,7 +183,7 @@ def ui(study_dir: Path | None, host: str, port: int) -> None:
     command += [embedded_uri(folder.path), "--host", host, "--port", str(port), "--workers", "1"]
     url = f"http://{host}:{port}"
     found = experiment_id(embedded_uri(folder.path), spec.name)
-    runs = f"{url}/#/experiments/{found}/runs" if found else url
+    runs = runs_url(url, found) if found else url
     click.echo(f"MLflow UI for {folder.path} at {url} (Ctrl-C stops it); the study's runs: {runs}")
     # Training runs need none of the server's GenAI job workers; without them it starts in
     # about 6 s instead of 11 s here (set the variable to true to keep them).
@@ -245,7 +253,7 @@ def results(
     if stage in (Step.SANITY, Step.FINAL):
         click.echo(step_text(folder, stage))
         return
-    frame, footer = results_table(folder, stage, per_epoch, sort_by, top)
+    frame, footer = results_table(folder, stage, per_epoch, sort_by, top, every=out is not None)
     if out is None:
         with pd_display():
             click.echo(frame.to_string(index=False))

@@ -7,11 +7,14 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.search.ranking import known
 from orchestrator.search.space import Param
 from trainables.status import TrialStatus
+
+if TYPE_CHECKING:
+    from orchestrator.report.study_view import StudyView
 
 OVERFIT_GAP = 0.10  # train accuracy above val accuracy by more than this
 UNDERFIT_GAP = 0.02  # ... by less than this, while train accuracy stays below UNDERFIT_ACC
@@ -22,6 +25,7 @@ RATIO_BAND = (1e-4, 1e-2)  # update / weight, around the lecture's 1e-3
 RATIO_EPOCHS = 3  # read at the start of training: a converged model's updates shrink
 EDGE = 0.1  # the best within 10 % of the searched span from a bound
 DEAD_FRACTION = 0.5  # ReLU units that never fire on the validation batch
+TOP_DIAGNOSED = 3  # the last round's top trials diagnosed along with the final run
 
 OVERFITTING, UNDERFITTING = "overfitting", "underfitting"
 LR_LOW, LR_HIGH = "lr too low", "lr too high"
@@ -190,3 +194,28 @@ def _initial(rows: list[dict[str, Any]], first: float) -> float:
     """The loss before training where it was measured (val), else the first epoch's."""
     initial = rows[0].get("val_loss_initial")
     return max(first, float(initial)) if known(initial) else first
+
+
+def findings(view: StudyView, dead: dict[str, float]) -> list[Finding]:
+    """The diagnosis of the final run and of where the last round's best sits."""
+    found: list[Finding] = []
+    if view.final is not None:
+        found += diagnose_run("final run", view.final.epochs, view.final.status)
+        found += diagnose_dead("final run", dead)
+    last = view.stages[-1] if view.stages else None
+    if last is not None and last.best is not None:
+        found += diagnose_boundary(f"{last.name} best", last.best.to_dict(), last.space)
+    return found
+
+
+def trial_findings(view: StudyView) -> list[Finding]:
+    """The diagnosis of the last round's top trials."""
+    if not view.stages:
+        return []
+    last = view.stages[-1]
+    epochs, found = last.tables.epochs, []
+    for row in last.ranked.head(TOP_DIAGNOSED).to_dict("records"):
+        history = epochs[epochs["trial_id"] == row["trial_id"]].sort_values("epoch")
+        subject = f"{last.name} trial {row['trial_id']}"
+        found += diagnose_run(subject, history.to_dict("records"), row["status"])
+    return found

@@ -7,8 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from orchestrator.console import narrowing_lines, stage_table, test_summary
+from orchestrator.names import Step
+from orchestrator.report.diagnosis import findings, trial_findings
 from orchestrator.report.study_view import read_study
-from orchestrator.report.writer import findings, trial_findings
 from orchestrator.study.folder import StudyFolder
 
 
@@ -37,8 +38,10 @@ def digest(path: Path) -> str:
         chosen = ", ".join(f"{n}={final.config[n]:.3g}" for n in view.searched)
         lines.append(f"chosen   {chosen}")
         lines.append(test_summary(final.test) if final.test else f"final  {final.status}")
-    found = findings(view, {}) + trial_findings(view)
-    lines += [f"diagnose {f.text()}" for f in found]
+    recorded = folder.read_diagnosis(Step.FINAL)  # the report's: dead ReLUs need the model
+    found = recorded if recorded is not None else [f.text() for f in findings(view, {})]
+    found += [f.text() for f in trial_findings(view)]
+    lines += [f"diagnose {text}" for text in found]
     if final is not None and not found:
         lines.append("diagnose no warnings for the final run or the top trials")
     if folder.report_file.exists():

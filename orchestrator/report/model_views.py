@@ -46,7 +46,10 @@ def model_views(
     data = data if data is not None else load_data(trial, cache_dir)
     runtime = select_runtime("cpu", None)
     model = build_model(trial, data)
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except RuntimeError as exc:  # cut short: torch's zip reader says so
+        raise BabysitterError(f"{checkpoint} cannot be read ({str(exc)[:60]})") from None
     model.load_state_dict(state["model"])
     model.eval()
     batch = data.val if len(data.val) else data.test

@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from orchestrator.report import figures
 from orchestrator.report.diagnosis import Finding
 from orchestrator.report.importance import importance, rungs
-from orchestrator.report.study_view import StudyView
+from orchestrator.report.study_view import StageView, StudyView
 
 DPI = 80
 STYLE = """
@@ -150,7 +150,38 @@ def _mattered(view: StudyView, report: Report) -> str:
         rows = [(str(r.epoch), str(r.reached), str(r.stopped)) for r in rungs(stage)]
         parts.append(f"<p>{html.escape(stage.name)}: trials reaching each ASHA rung</p>")
         parts.append(_table(("epoch", "trials reaching it", "stopped there"), rows))
+        parts.append(_stops(stage))
     return "\n".join(parts)
+
+
+STOPS_SHOWN = 10
+
+
+def _stops(stage: StageView) -> str:
+    """ASHA's decisions on the stopped trials, the closest calls (highest scores) first."""
+    trials = stage.tables.trials
+    if "asha_rung" not in trials or not trials["asha_rung"].notna().any():
+        return ""
+    stopped = trials[trials["asha_rung"].notna()].sort_values("asha_score", ascending=False)
+    rows = [
+        (
+            str(r["trial_id"]),
+            str(int(r["asha_rung"])),
+            f"{r['asha_score']:.4f}",
+            f"{r['asha_cutoff']:.4f}",
+            str(int(r["asha_compared"])),
+        )
+        for r in stopped.head(STOPS_SHOWN).to_dict("records")
+    ]
+    more = len(stopped) - len(rows)
+    return (
+        f"<p>{html.escape(stage.name)}: why ASHA stopped {len(stopped)} trials. At a rung a "
+        "trial goes on only if its val_acc reaches the cutoff, a quantile of the scores "
+        "recorded there before it, so an early arrival faces few scores and a late one many"
+        + (f" (the {len(rows)} highest shown, {more} more in the trials table)" if more else "")
+        + ".</p>"
+        + _table(("trial", "rung (epoch)", "val_acc", "cutoff", "compared with"), rows)
+    )
 
 
 def _sanity(view: StudyView) -> str:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from orchestrator.names import round_stage
 from orchestrator.search.ranking import rank
 from orchestrator.search.results import StageTables
 from orchestrator.search.space import Param
@@ -64,7 +65,7 @@ def read_study(path: Path) -> StudyView:
         space = _space(folder, spec, name)
         stages.append(StageView(name, tables, rank(tables.trials), space))
     narrowings = [n for s in stages[1:] if (n := folder.read_narrowing(s.name))]
-    last = folder.read_narrowing(_next_round(len(stages))) if stages else None
+    last = folder.read_narrowing(round_stage(len(stages) + 1)) if stages else None
     if last is not None:
         narrowings.append(last)
     return StudyView(
@@ -84,9 +85,3 @@ def _space(folder: StudyFolder, spec, stage: str) -> dict[str, Param]:
         return folder.stage_space(spec, stage)
     except BabysitterError:  # lr: auto and no sanity record: the space the trials span
         return {}
-
-
-def _next_round(done: int) -> str:
-    from orchestrator.names import round_stage
-
-    return round_stage(done + 1)

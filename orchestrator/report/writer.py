@@ -8,14 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from orchestrator.report.diagnosis import (
-    Finding,
-    diagnose_boundary,
-    diagnose_dead,
-    diagnose_run,
-)
+from orchestrator.report.diagnosis import Finding, findings, trial_findings
 from orchestrator.report.page import Report, build
-from orchestrator.report.study_view import StudyView, read_study
+from orchestrator.report.study_view import read_study
 from orchestrator.study.folder import StudyFolder
 from trainables.errors import BabysitterError
 
@@ -26,8 +21,6 @@ if TYPE_CHECKING:
 STAGE_FIGURES = ("search_map", "curves", "history", "importance")
 FINAL_FIGURES = ("curves", "update_ratio", "filters", "fc_weights", "activations", "confusion")
 FINAL_FIGURES += ("wrong",)
-
-TOP_DIAGNOSED = 3  # the last round's top trials diagnosed along with the final run
 
 
 @dataclass(frozen=True)
@@ -78,33 +71,9 @@ def write_report(
     return Written(path, report, found, of_trials)
 
 
-def findings(view: StudyView, dead: dict[str, float]) -> list[Finding]:
-    """The diagnosis of the final run and of where the last round's best sits."""
-    found: list[Finding] = []
-    if view.final is not None:
-        found += diagnose_run("final run", view.final.epochs, view.final.status)
-        found += diagnose_dead("final run", dead)
-    last = view.stages[-1] if view.stages else None
-    if last is not None and last.best is not None:
-        found += diagnose_boundary(f"{last.name} best", last.best.to_dict(), last.space)
-    return found
-
-
-def trial_findings(view: StudyView) -> list[Finding]:
-    """The diagnosis of the last round's top trials."""
-    if not view.stages:
-        return []
-    last = view.stages[-1]
-    epochs, found = last.tables.epochs, []
-    for row in last.ranked.head(TOP_DIAGNOSED).to_dict("records"):
-        history = epochs[epochs["trial_id"] == row["trial_id"]].sort_values("epoch")
-        subject = f"{last.name} trial {row['trial_id']}"
-        found += diagnose_run(subject, history.to_dict("records"), row["status"])
-    return found
-
-
 def save_figures(written: Written, folder: StudyFolder, step: str) -> list[Path]:
-    """The figures that belong to ``step``'s run, as PNG files in the study folder."""
+    """The figures that belong to ``step``'s run, as PNG files in the study folder, and the
+    diagnosis beside them (the MLflow record tags the final run with it)."""
     names = FINAL_FIGURES if step == "final" else STAGE_FIGURES
     directory = folder.figures_dir(step)
     shutil.rmtree(directory, ignore_errors=True)
@@ -115,4 +84,6 @@ def save_figures(written: Written, folder: StudyFolder, step: str) -> list[Path]
         if png is not None:
             paths.append(directory / f"{name}.png")
             paths[-1].write_bytes(png)
+    lines = [finding.text() for finding in written.findings]
+    folder.diagnosis_file(step).write_text("".join(f"{line}\n" for line in lines))
     return paths

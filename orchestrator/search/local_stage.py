@@ -14,8 +14,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from orchestrator.names import METRIC
 from orchestrator.search.results import (
     ERRORED,
@@ -26,6 +24,7 @@ from orchestrator.search.results import (
     stage_tables,
     trial_status,
 )
+from orchestrator.search.rungs import rungs_of
 from orchestrator.search.stage import StageRun, Tally
 from orchestrator.study.observer import StudyObserver, TrialInfo
 from trainables.checkpoint import CHECKPOINT_NAME
@@ -44,7 +43,7 @@ class LocalStageRunner:
 
     def run(self, run: StageRun, data: DataSplits, events: StudyObserver) -> StageTables:
         base = run.trial_base()
-        rungs = Rungs.of(run)
+        rungs = rungs_of(run)
         prefix = f"{zlib.crc32(str(run.path).encode()) & 0xFFFFF:05x}"
         tally, start = Tally(run.trial_count), time.monotonic()
         records: list[TrialRecord] = []
@@ -72,10 +71,10 @@ class LocalStageRunner:
             row["timestamp"] = time.time()
             rows.append(row)
             events.trial_epoch(run.name, trial, row)
-            score = row.get(METRIC, 0.0)
-            if report.status == TrialStatus.RUNNING and rungs.stops(
-                trial.trial_id, report.epoch, score
-            ):
+            if report.status != TrialStatus.RUNNING:
+                return
+            decision = rungs.decide(trial.trial_id, report.epoch, row.get(METRIC, 0.0))
+            if decision is not None and decision.stopped:
                 raise _Stopped
 
         error, retries = "", 0
@@ -99,48 +98,14 @@ class LocalStageRunner:
                         continue
                     status, error = ERRORED, f"{type(exc).__name__}: {exc}"[:200]
                 break
+        stopped_at = rungs.stopping().get(trial.trial_id) if status == STOPPED else None
         return TrialRecord(
-            trial.trial_id, status, trial.config, history_frame(rows), retries, error
+            trial.trial_id, status, trial.config, history_frame(rows), retries, error, stopped_at
         )
 
 
 class _Stopped(Exception):
     pass
-
-
-class Rungs:
-    """ASHA's stopping rule (Ray's ``_Bracket.on_result``): at each rung a trial goes on only
-    when its score is not below the (1 - 1/rf) quantile of the scores recorded there before."""
-
-    def __init__(self, milestones: list[int], factor: float) -> None:
-        self.factor = factor
-        self.recorded: dict[int, dict[str, float]] = {
-            m: {} for m in sorted(milestones, reverse=True)
-        }
-
-    @classmethod
-    def of(cls, run: StageRun) -> Rungs:
-        scheduler = run.stage.scheduler
-        if scheduler.type != "asha":
-            return cls([], 1.0)
-        milestones, k = [], 0
-        while scheduler.grace_period * scheduler.reduction_factor**k < run.stage.epochs:
-            milestones.append(int(scheduler.grace_period * scheduler.reduction_factor**k))
-            k += 1
-        return cls(milestones, scheduler.reduction_factor)
-
-    def stops(self, trial_id: str, epoch: int, score: float) -> bool:
-        for milestone, recorded in self.recorded.items():
-            if epoch >= milestone and trial_id in recorded:
-                return False
-            if epoch < milestone:
-                continue
-            cutoff = None
-            if recorded:
-                cutoff = np.nanpercentile(list(recorded.values()), (1 - 1 / self.factor) * 100)
-            recorded[trial_id] = score
-            return cutoff is not None and score < cutoff
-        return False
 
 
 def samples(run: StageRun) -> Iterator[dict[str, Any]]:

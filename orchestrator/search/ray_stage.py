@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ray import tune
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from orchestrator.names import METRIC, MODE
@@ -19,12 +19,14 @@ from orchestrator.search.ray_trainable import run_trial
 from orchestrator.search.results import (
     DIVERGED,
     ERRORED,
+    STOPPED,
     StageTables,
     TrialRecord,
     history_frame,
     stage_tables,
     trial_status,
 )
+from orchestrator.search.rungs import DECISIONS_FILE, RungDecision, Rungs, rungs_of
 from orchestrator.search.stage import StageRun, Tally
 from orchestrator.study.observer import StudyObserver, TrialInfo
 from trainables.datasets import DataSplits
@@ -63,9 +65,9 @@ class RayStageRunner:
             _LISTENERS.pop(run.name, None)
             events.stage_ended(run.name)
         trials = tune.ExperimentAnalysis(str(run.path)).trials
-        return stage_tables(
-            run.name, [_record(t, run.stage.epochs) for t in trials], base.to_dict()
-        )
+        stops = rungs_of(run, run.path / DECISIONS_FILE).stopping()
+        records = [_record(t, run.stage.epochs, stops.get(t.trial_id)) for t in trials]
+        return stage_tables(run.name, records, base.to_dict())
 
 
 def _restored_tuner(run: StageRun, trainable: Any) -> tune.Tuner:
@@ -151,7 +153,7 @@ def _info(trial: Any) -> TrialInfo:
     return TrialInfo(trial.trial_id, dict(trial.config))
 
 
-def _record(trial: Any, epochs: int) -> TrialRecord:
+def _record(trial: Any, epochs: int, stopped_at: RungDecision | None) -> TrialRecord:
     path = Path(trial.path) / "result.json"
     lines = path.read_text().splitlines() if path.exists() else []
     history = history_frame(json.loads(line) for line in lines if line.strip())
@@ -159,7 +161,10 @@ def _record(trial: Any, epochs: int) -> TrialRecord:
     status = trial_status(trial.status, last, epochs)
     error = _first_line(trial) if status == ERRORED else ""
     retries = int(trial.run_metadata.num_failures)
-    return TrialRecord(trial.trial_id, status, dict(trial.config), history, retries, error)
+    stopped_at = stopped_at if status == STOPPED else None
+    return TrialRecord(
+        trial.trial_id, status, dict(trial.config), history, retries, error, stopped_at
+    )
 
 
 def _first_line(trial: Any) -> str:
@@ -179,12 +184,30 @@ def _searcher(run: StageRun) -> Any:
 
 
 def _scheduler(run: StageRun) -> Any:
-    scheduler = run.stage.scheduler
-    if scheduler.type == "fifo":
+    if run.stage.scheduler.type == "fifo":
         return FIFOScheduler()
-    return ASHAScheduler(
-        time_attr="epoch",
-        max_t=run.stage.epochs,
-        grace_period=scheduler.grace_period,
-        reduction_factor=scheduler.reduction_factor,
-    )
+    scheduler = run.stage.scheduler
+    return RungScheduler(scheduler.grace_period, scheduler.reduction_factor, run.stage.epochs)
+
+
+class RungScheduler(FIFOScheduler):
+    """ASHA on Tune, through the same ``Rungs`` as the in-process runner: Ray's rule, with each
+    decision appended to the stage folder's log, from which a restored stage (whose scheduler
+    Tune rebuilds empty) reads its rungs back."""
+
+    def __init__(self, grace: int, factor: float, epochs: int) -> None:
+        super().__init__()
+        self.grace, self.factor, self.epochs = grace, factor, epochs
+        self.rungs: Rungs | None = None
+
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+        if "epoch" not in result or METRIC not in result:
+            return TrialScheduler.CONTINUE
+        if result["epoch"] >= self.epochs:
+            return TrialScheduler.STOP
+        if self.rungs is None:  # the folder as it is now: a study folder may have moved
+            log = Path(trial.local_experiment_path) / DECISIONS_FILE
+            self.rungs = Rungs.asha(self.grace, self.factor, self.epochs, log)
+        decision = self.rungs.decide(trial.trial_id, int(result["epoch"]), result[METRIC])
+        stop = decision is not None and decision.stopped
+        return TrialScheduler.STOP if stop else TrialScheduler.CONTINUE

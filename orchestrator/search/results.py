@@ -11,6 +11,8 @@ from typing import Any
 import pandas as pd
 
 from orchestrator.names import METRIC
+from orchestrator.search.rungs import COLUMNS as RUNG_COLUMNS
+from orchestrator.search.rungs import RungDecision
 from trainables.status import TrialStatus
 
 COMPLETED, STOPPED = TrialStatus.COMPLETED, TrialStatus.STOPPED
@@ -40,6 +42,7 @@ class TrialRecord:
     history: pd.DataFrame
     retries: int = 0
     error: str = ""
+    stopped_at: RungDecision | None = None  # the rung decision that stopped it
 
 
 def trial_status(runner_status: str, last: Mapping[str, Any], epochs: int) -> str:
@@ -88,6 +91,7 @@ def stage_tables(stage: str, trials: Iterable[TrialRecord], base: Mapping[str, A
             "error": trial.error if trial.status == ERRORED else "",
             **{**base, **trial.config},
             **{m: float(last.get(m, math.nan)) for m in (*METRICS, *JUDGED)},
+            **(trial.stopped_at.columns() if trial.stopped_at else dict.fromkeys(RUNG_COLUMNS)),
             "best_val_acc": _best(history, METRIC, max),
             "min_val_loss": _best(history, "val_loss", min),
             "seconds": float(last.get("time_total_s", math.nan)),

@@ -57,9 +57,10 @@ class StageRunner(Protocol):
 
 
 class Tally:
-    """Counts a running stage's trials by status and keeps the best score seen; says when the
-    counts moved, or the best did and ``QUIET_S`` passed since it last said so (a stretched
-    stage reports many short epochs)."""
+    """Counts a running stage's trials by status and the best of their latest scores (a trial
+    scores by its last epoch, as in the tables, not its best one); says when the counts moved,
+    or the best did and ``QUIET_S`` passed since it last said so (a stretched stage reports
+    many short epochs)."""
 
     QUIET_S = 10.0
 
@@ -73,8 +74,7 @@ class Tally:
         self, statuses: Iterable[str], scores: Iterable[float], elapsed_s: float
     ) -> StageTally | None:
         counts = Counter(statuses)
-        for score in scores:
-            self.best = score if self.best is None else max(self.best, score)
+        self.best = max(scores, default=None)
         done = sum(counts[s] for s in FINISHED)
         if (done, self.best) == self.shown:
             return None

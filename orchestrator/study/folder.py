@@ -9,10 +9,11 @@ import dataclasses
 import json
 import os
 import uuid
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import pandas as pd
 
@@ -22,9 +23,7 @@ from orchestrator.search.space import Param, parse_space
 from orchestrator.study.spec import StudySpec, parse_saved_spec
 from trainables.errors import BabysitterError
 from trainables.metrics import ClassificationReport
-
-if TYPE_CHECKING:
-    from trainables.sanity import SanityReport
+from trainables.sanity_report import SanityReport
 
 T = TypeVar("T")
 
@@ -72,8 +71,6 @@ class SanityRecord:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> SanityRecord:
-        from trainables.sanity import SanityReport  # torch, only when a check is read
-
         return cls(SanityReport.from_dict(raw), raw["settings"], raw["finished_at"])
 
     def to_dict(self) -> dict[str, Any]:
@@ -203,6 +200,15 @@ class StudyFolder:
         directory = self.figures_dir(step)
         return sorted(directory.glob("*.png")) if directory.is_dir() else []
 
+    def diagnosis_file(self, step: str) -> Path:
+        """The report's diagnosis as of ``step``: its findings in words, one per line."""
+        return self.figures_dir(step) / "diagnosis.txt"
+
+    def read_diagnosis(self, step: str) -> list[str] | None:
+        """The findings recorded at ``step`` (empty: none fired), or None if not diagnosed."""
+        path = self.diagnosis_file(step)
+        return path.read_text().splitlines() if path.exists() else None
+
     @property
     def probe_plot(self) -> Path:
         return self.path / "sanity_lr_probe.png"
@@ -288,8 +294,18 @@ class StudyFolder:
             self.read_stage(round_stage(number))
             if number > 1:
                 self.read_narrowing(round_stage(number))
-        self.read_final()
+        if self.read_final() is not None:
+            self._check_checkpoint(self.final / "checkpoint.pt")
         self.read_summary()
+
+    def _check_checkpoint(self, path: Path) -> None:
+        """A torch checkpoint is a zip file whose directory sits at its end: a cut or
+        overwritten one fails here, in one line, not in torch.load at the report."""
+        if path.exists() and not zipfile.is_zipfile(path):
+            raise BabysitterError(
+                f"{path}: damaged (cut short or overwritten; not a torch checkpoint); delete "
+                f"{path.parent} and `babysit resume {self.path}` trains the final model again"
+            )
 
     # the steps' records
 

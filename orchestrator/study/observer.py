@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     )
     from orchestrator.study.pipeline import Study
     from trainables.config import TrialConfig
-    from trainables.sanity import SanitySettings
+    from trainables.sanity_report import SanitySettings
     from trainables.train import EpochReport
 
 

@@ -8,6 +8,7 @@ import dataclasses
 import math
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -35,6 +36,7 @@ from trainables.cross_validation import merged
 from trainables.datasets import DataSplits, Split
 from trainables.errors import BabysitterError
 from trainables.sanity import explodes_above, penalty_limit
+from trainables.status import FINISHED
 from trainables.trial_state import build_model
 
 # Narrowing never widens l2 past the value whose penalty at initialisation is this many ln C.
@@ -189,6 +191,7 @@ class Study:
             )
             self.events.stage_started(run)
             tables = self.runner.run(run, without_test(self.data), self.events)
+            _check_ended(name, tables.trials, self.folder.path)
             self.folder.write_stage(name, tables)
             self.events.step_finished(name)
         path = self.folder.stage_files(name)[0]
@@ -366,3 +369,15 @@ def _nothing_usable(stage: str, trials: pd.DataFrame) -> str:
 
 def plain(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
+
+
+def _check_ended(stage: str, trials: pd.DataFrame, study: Path) -> None:
+    """A stage's table is written once every trial has ended: one with trials still pending
+    or running (the runner was stopped under it) would be narrowed from as if complete."""
+    open_ = trials[~trials["status"].isin(FINISHED)] if len(trials) else trials
+    if len(open_):
+        counts = ", ".join(f"{n} {s}" for s, n in open_["status"].value_counts().items())
+        raise BabysitterError(
+            f"the {stage} stage ended with trials not finished ({counts}); its table is not "
+            f"written: `babysit resume {study}` runs them"
+        )

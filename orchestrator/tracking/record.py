@@ -14,6 +14,8 @@ from typing import Any
 
 from orchestrator.names import METRIC, TRACKING_WAIT_S, Step
 from orchestrator.search.ranking import judge, rank
+from orchestrator.search.rungs import COLUMNS as RUNG_COLUMNS
+from orchestrator.search.rungs import decision_text
 from orchestrator.search.space import Param
 from orchestrator.study.folder import StudyFolder
 from orchestrator.study.spec import StudySpec
@@ -132,6 +134,7 @@ def record_stage(tracker: StudyTracker, folder: StudyFolder, spec: StudySpec, st
             row.get("error", ""),
             flags[row["trial_id"]] if row["status"] in USABLE else "",
             ended=ended,
+            extra=rung_tags(row),
         )
     best = rank(trials)
     metrics, tags = {}, {}
@@ -150,6 +153,16 @@ def record_stage(tracker: StudyTracker, folder: StudyFolder, spec: StudySpec, st
         tags.update({f"narrowing.{d.name}": d.reason for d in narrowing.decisions})
         artifacts.append(folder.narrowing_file_for(stage))
     tracker.finish_stage(stage, metrics=metrics, tags=tags, artifacts=artifacts)
+
+
+def rung_tags(row: dict[str, Any]) -> dict[str, str]:
+    """Why ASHA stopped the trial, as tags: the rung (epoch), its score, the cutoff it faced and
+    how many scores it was compared with, and the same in words."""
+    text = decision_text(row)
+    if not text:
+        return {}
+    tags = {f"asha.{c.removeprefix('asha_')}": f"{row[c]:.6g}" for c in RUNG_COLUMNS}
+    return {**tags, "asha.decision": text}
 
 
 def _trial_times(row: dict[str, Any], epochs: Any) -> tuple[float | None, float | None]:
@@ -218,6 +231,7 @@ def record_final(tracker: StudyTracker, folder: StudyFolder) -> None:
     artifacts += [*folder.figures(Step.FINAL), folder.report_file]
     if final.reason:
         tags["reason"] = final.reason[:500]
+    tags.update(diagnosis_tags(folder.read_diagnosis(Step.FINAL)))
     test = final.test
     with tempfile.TemporaryDirectory() as tmp:
         if test is not None:
@@ -230,6 +244,17 @@ def record_final(tracker: StudyTracker, folder: StudyFolder) -> None:
                 model, example = _final_model(folder, final.config, len(test.class_names))
                 tags["model"] = tracker.log_model(run_id, model, example)
         tracker.finish_stage(Step.FINAL, metrics=metrics, tags=tags, artifacts=artifacts)
+
+
+def diagnosis_tags(findings: list[str] | None) -> dict[str, str]:
+    """The report's diagnosis as tags: ``diagnosis`` names the findings (or says none fired),
+    ``diagnosis.N`` holds each with its numbers and advice."""
+    if findings is None:
+        return {}
+    kinds = [line.split(": ")[1] for line in findings if line.count(": ") >= 2]
+    tags = {"diagnosis": "; ".join(dict.fromkeys(kinds)) or "no warnings"}
+    tags.update({f"diagnosis.{i}": line[:5000] for i, line in enumerate(findings, 1)})
+    return tags
 
 
 def _chosen_trial(
@@ -326,4 +351,6 @@ def tracking_target(
         artifact_location=artifacts,
         tags=tuple(tags.items()),
         wait_s=wait_s,
+        searched=tuple(spec.search_space),
+        embedded=uri is None,
     )

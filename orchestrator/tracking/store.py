@@ -9,16 +9,18 @@ courtesy to whoever watches the UI; a failed one only delays that record.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
 import subprocess
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from orchestrator.names import METRIC
 from orchestrator.search.results import DIVERGED, ERRORED
 from trainables.errors import BabysitterError
 from trainables.status import TrialStatus
@@ -97,6 +99,8 @@ class TrackingTarget:
     artifact_location: str | None = None
     tags: tuple[tuple[str, str], ...] = ()
     wait_s: float = 120.0
+    searched: tuple[str, ...] = ("lr", "l2")  # the params the runs table shows
+    embedded: bool = False  # the study folder's own SQLite store, not a server
 
 
 def _quiet_mlflow() -> None:
@@ -117,6 +121,13 @@ def connect(target: TrackingTarget, echo: Echo) -> StudyTracker:
     try:
         return open_tracker(target, echo)
     except Exception as exc:  # MLflow raises many types for a bad URI; all mean the same here
+        if target.embedded:
+            store = Path(target.uri.removeprefix("sqlite:///"))
+            raise BabysitterError(
+                f"the study's MLflow store {store} cannot be opened: {_first_line(exc)}; the "
+                f"study folder holds every record: `babysit sync {store.parent.parent} "
+                "--rebuild` sets the store aside and records the study into a new one"
+            ) from None
         raise BabysitterError(
             f"--tracking-uri {target.uri!r}: no usable MLflow tracking store there "
             f"({_first_line(exc)}); start the server or fix the URI (omit it to record in the "
@@ -130,7 +141,7 @@ def open_tracker(target: TrackingTarget, echo: Echo) -> StudyTracker:
 
     client = MlflowClient(target.uri)
     experiment = client.get_experiment_by_name(target.experiment)
-    tags = experiment_tags(target.experiment)
+    tags = experiment_tags(target.experiment) | shared_view(target.searched)
     if experiment is None:
         experiment_id = client.create_experiment(
             target.experiment, artifact_location=target.artifact_location, tags=tags
@@ -141,6 +152,16 @@ def open_tracker(target: TrackingTarget, echo: Echo) -> StudyTracker:
             if key not in experiment.tags:
                 client.set_experiment_tag(experiment_id, key, value)
     return StudyTracker(target, client, experiment_id, echo)
+
+
+def forget_store(uri: str) -> None:
+    """Close this process's connections to the store at ``uri`` (MLflow keeps one engine per
+    URI for the process's life), so a store set aside is not written through them."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    engine = getattr(SqlAlchemyStore, "_engine_map", {}).pop(uri, None)
+    if engine is not None:
+        engine.dispose()
 
 
 def experiment_id(uri: str, name: str) -> str | None:
@@ -164,6 +185,24 @@ def experiment_tags(name: str) -> dict[str, str]:
             "record and `report.html`, the command center."
         ),
     }
+
+
+VIEW = "babysitter"  # the runs table's view: the URL ``babysit ui`` prints opens it
+
+
+def shared_view(searched: Sequence[str]) -> dict[str, str]:
+    """The runs table as a reviewer wants it: best val_acc first, with the searched settings,
+    the stage and how each trial ended as columns (the UI's default shows none of them). The
+    UI reads it from this experiment tag when its URL carries ``viewStateShareKey``."""
+    columns = [f"metrics.`{METRIC}`", *(f"params.`{name}`" for name in searched)]
+    columns += ["tags.`stage`", "tags.`status`"]
+    state = {"selectedColumns": columns, "orderByKey": f"metrics.`{METRIC}`", "orderByAsc": False}
+    return {f"mlflow.sharedViewState.{VIEW}": json.dumps(state)}
+
+
+def runs_url(url: str, experiment: str) -> str:
+    """The experiment's runs table in the UI at ``url``, in babysitter's view."""
+    return f"{url}/#/experiments/{experiment}/runs?viewStateShareKey={VIEW}"
 
 
 def stage_note(stage: str) -> str:
@@ -321,10 +360,12 @@ class StudyTracker:
         error: str = "",
         flag: str = "",
         ended: float | None = None,
+        extra: Mapping[str, str] | None = None,
     ) -> None:
-        """The trial's status tags, and its run ended at ``ended`` (Unix seconds; default now:
-        a live record ends it as the trial ends, the stage's record when it last reported)."""
-        tags = {"status": status, "epochs_run": str(epochs_run)}
+        """The trial's status tags (and ``extra`` ones), and its run ended at ``ended`` (Unix
+        seconds; default now: a live record ends it as the trial ends, the stage's record when
+        it last reported)."""
+        tags = {"status": status, "epochs_run": str(epochs_run), **(extra or {})}
         if flag:
             tags["flag"] = flag
         if status == TrialStatus.STOPPED:

@@ -38,3 +38,14 @@ def flaky_trainable(markers: Path) -> Callable[..., None]:
         run_trial(params, base=base, data=data, after_epoch=fault)
 
     return flaky
+
+
+def scored_by_lr(params: dict[str, Any], *, base, data) -> None:
+    """No training: each epoch reports val_acc = lr + epoch / 100 at once, so a stage's ASHA
+    decisions follow from the lrs and the order the trials reach each rung."""
+    from ray import tune
+
+    for epoch in range(1, base.epochs + 1):
+        tune.report(
+            {"epoch": epoch, "val_acc": params["lr"] + epoch / 100, "trial_status": "running"}
+        )

@@ -32,6 +32,30 @@ def test_results_rank_each_round_and_mark_its_winner(finished_study, cache_dir):
     assert len(rows(top.stdout)) == 4  # two per round
 
 
+def test_results_say_why_asha_stopped_a_trial_and_export_every_column(
+    finished_study, cache_dir, tmp_path
+):
+    import pandas as pd
+
+    path, _ = finished_study
+    proc = babysit_here("results", path, "--stage", "coarse", cache=cache_dir)
+    header = proc.stdout.splitlines()[0].split()
+    assert "asha_cutoff" in header and "asha_compared" in header
+    assert "fell below asha_cutoff, from asha_compared trials" in proc.stdout
+    stopped = [r for r in rows(proc.stdout) if "stopped_by_asha" in r]
+    assert stopped
+    for row in stopped:
+        cells = row[1:] if row[0] == "*" else row
+        at = {name: cells[i - 1] for i, name in enumerate(header) if i}  # best has no cell
+        assert float(at["val_acc"]) < float(at["asha_cutoff"]) and int(at["asha_compared"]) >= 1
+
+    out = tmp_path / "coarse.csv"
+    export = babysit_here("results", path, "--stage", "coarse", "--out", out, cache=cache_dir)
+    assert export.returncode == 0, export.stderr
+    table = pd.read_csv(out)
+    assert {"optimizer", "epochs", "asha_rung", "best_val_acc", "node_ip"} <= set(table.columns)
+
+
 def test_results_sort_by_a_column_and_say_so(finished_study, cache_dir):
     path, _ = finished_study
     proc = babysit_here("results", path, "--stage", "coarse", "--sort", "val_loss", cache=cache_dir)

@@ -32,6 +32,9 @@ def test_the_study_writes_its_report_after_each_step_and_prints_the_diagnosis(st
     ]  # fmt: skip
     final = {p.name for p in folder.figures(Step.FINAL)}
     assert {"filters.png", "activations.png", "confusion.png", "update_ratio.png"} <= final
+    printed = [line.removeprefix("diagnose ") for line in out.splitlines()]
+    recorded = folder.read_diagnosis(Step.FINAL)  # what the final MLflow run is tagged with
+    assert recorded is not None and all(line in printed for line in recorded)
 
 
 def test_the_final_mlflow_run_holds_the_figures_and_the_report(study):
@@ -69,6 +72,7 @@ def test_the_report_opens_in_a_real_browser_with_every_view(study, tmp_path, cac
             "img", "i => i.map(e => [e.alt, e.complete && e.naturalWidth > 0])"
         )
         diagnosis = page.inner_text("#diagnosis")
+        mattered = page.inner_text("#importance")
         page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
         browser.close()
     assert errors == []
@@ -76,6 +80,7 @@ def test_the_report_opens_in_a_real_browser_with_every_view(study, tmp_path, cac
     assert len(images) >= 10 and all(ok for _, ok in images), images
     assert "filters" in dict(images) and "lr_probe" in dict(images)
     assert diagnosis.strip()  # a finding with its numbers, or the all-clear line
+    assert "coarse: why ASHA stopped" in mattered and "compared with" in mattered
     assert (tmp_path / "report.png").stat().st_size > 50_000
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from orchestrator import session
 from orchestrator.names import Step
-from orchestrator.search.local_stage import LocalStageRunner, Rungs, samples
+from orchestrator.search.local_stage import LocalStageRunner, rungs_of, samples
 from orchestrator.search.stage import StageRun
 from orchestrator.study.folder import StudyFolder
 from orchestrator.study.observer import StudyObserver
@@ -130,17 +130,11 @@ def test_a_finished_study_runs_again_without_training_anything(tmp_path, spec, d
     assert hooks.count("stage_results") == 2
 
 
-def test_asha_in_process_stops_a_trial_below_the_rung_cutoff(spec):
+def test_a_stage_draws_the_same_settings_from_its_seed(spec):
     run = StageRun(
         "coarse", spec.coarse, spec.space(), spec.base_config(), spec.resources, 0, Path("x")
     )
-    rungs = Rungs.of(run)
-    assert list(rungs.recorded) == [2, 1]  # grace 1, factor 2, 3 epochs
-    assert not rungs.stops("a", 1, 0.9)  # the first at a rung always goes on
-    assert rungs.stops("b", 1, 0.5)  # below the median of [0.9]
-    assert not rungs.stops("c", 1, 0.95)
-    assert not rungs.stops("c", 2, 0.97) and rungs.stops("d", 2, 0.1)
-    assert not rungs.stops("a", 2, 0.99) and not rungs.stops("a", 2, 0.1)  # judged once a rung
+    assert list(rungs_of(run).recorded) == [2, 1]  # grace 1, factor 2, 3 epochs
     first, second = list(samples(run)), list(samples(run))
     assert first == second and len({s["lr"] for s in first}) == 4
 
@@ -230,3 +224,36 @@ def test_a_stage_interrupted_under_an_earlier_version_is_one_line(tmp_path, spec
     with pytest.raises(BabysitterError, match="saved by another babysitter version") as error:
         study.run()
     assert "delete that folder" in str(error.value) and str(stage) in str(error.value)
+
+
+def test_a_damaged_final_checkpoint_is_one_line_and_the_report_still_opens(
+    finished_study, tmp_path, cache_dir
+):
+    study = tmp_path / "damaged"
+    shutil.copytree(finished_study[0], study)
+    checkpoint = study / "final" / "checkpoint.pt"
+    checkpoint.write_bytes(checkpoint.read_bytes()[:100])  # `truncate -s 100`
+    assert_one_line_error(
+        babysit_here("resume", study, cache=cache_dir),
+        f"{checkpoint}: damaged",
+        f"delete {study / 'final'} and `babysit resume {study}` trains the final model again",
+    )
+    report = babysit_here("report", study, cache=cache_dir)
+    assert report.returncode == 0, report.stderr
+    assert f"{checkpoint} cannot be read" in (study / "report.html").read_text()
+
+
+class StoppedUnderRunner(LocalStageRunner):
+    """A runner stopped under its stage (another driver took it over): one trial never ran."""
+
+    def run(self, run, data, events):
+        tables = super().run(run, data, events)
+        tables.trials.loc[0, "status"] = "pending"
+        return tables
+
+
+def test_a_stage_with_a_trial_still_pending_writes_no_table(tmp_path, spec, data):
+    with pytest.raises(BabysitterError, match=r"the coarse stage ended with trials not finished "
+                       r"\(1 pending\); its table is not written: `babysit resume "):  # fmt: skip
+        run_study(tmp_path / "s", spec, data, runner=StoppedUnderRunner())
+    assert StudyFolder(tmp_path / "s").read_stage("coarse") is None

@@ -50,6 +50,12 @@ def assert_stage_recorded(uri: str, experiment: str, study: Path, stage: str) ->
         if row["status"] == "stopped_by_asha":
             assert run.data.tags["stopped_at_epoch"] == str(row["epochs_run"])
             assert run.info.run_name.endswith(f" [stopped at epoch {row['epochs_run']}]")
+            if "asha_rung" in row and math.isfinite(row["asha_rung"]):  # why, in numbers
+                assert int(run.data.tags["asha.rung"]) == row["epochs_run"] == row["asha_rung"]
+                score, cutoff = float(run.data.tags["asha.score"]), row["asha_cutoff"]
+                assert score < float(run.data.tags["asha.cutoff"]) and score < cutoff
+                assert int(run.data.tags["asha.compared"]) == row["asha_compared"] >= 1
+                assert run.data.tags["asha.decision"].startswith("stopped at epoch")
         elif row["status"] in ("diverged", "errored"):
             assert run.info.run_name.endswith(f" [{row['status']}]")
         else:
@@ -138,6 +144,11 @@ def assert_study_recorded(uri: str, experiment: str, study: Path) -> None:
         best = parent.data.tags["best_run_id"]
         assert f"/runs/{best})" in parent.data.tags["mlflow.note.content"]
     assert final.data.tags["model"].startswith("models:/")
+    diagnosed = study / "report" / "final" / "diagnosis.txt"
+    if diagnosed.exists():  # the report's diagnosis, as tags
+        lines = diagnosed.read_text().splitlines()
+        assert bool(lines) == (final.data.tags["diagnosis"] != "no warnings")
+        assert [final.data.tags[f"diagnosis.{i}"] for i in range(1, len(lines) + 1)] == lines
     artifacts = {a.path for a in client.list_artifacts(final.info.run_id)}
     assert {"confusion_matrix.csv", "per_class.csv", "checkpoint.pt"} <= artifacts
     coarse = {a.path for a in client.list_artifacts(stages["coarse"][0].info.run_id)}

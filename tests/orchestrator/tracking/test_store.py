@@ -241,3 +241,28 @@ def test_babysit_ui_serves_the_study_store_on_localhost(tmp_path, study_dir):
     assert_one_line_error(
         babysit_here("ui", tmp_path / "nothing", cache=tmp_path), "holds no study"
     )
+
+
+def test_a_damaged_store_is_named_and_rebuilt_from_the_study_folder(
+    finished_study, tmp_path, cache_dir
+):
+    study = tmp_path / "copy"
+    shutil.copytree(finished_study[0], study)
+    store = study / "mlflow" / "mlflow.db"
+    store.write_bytes(store.read_bytes()[:5000])  # `truncate -s 5000`
+    for command in ("sync", "resume"):
+        assert_one_line_error(
+            babysit_here(command, study, cache=cache_dir),
+            f"the study's MLflow store {store} cannot be opened",
+            f"`babysit sync {study} --rebuild` sets the store aside",
+        )
+    rebuilt = babysit_here("sync", study, "--rebuild", cache=cache_dir)
+    assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr
+    assert "mlflow   recorded: sanity, coarse, fine, final" in rebuilt.stdout
+    (aside,) = study.glob("mlflow.set-aside-*")
+    assert (aside / "mlflow.db").stat().st_size == 5000  # kept, as it was
+    assert_study_recorded(embedded_uri(study), "report", study)
+    server = babysit_here(
+        "sync", study, "--rebuild", "--tracking-uri", "http://127.0.0.1:9", cache=cache_dir
+    )
+    assert_one_line_error(server, "--rebuild: study", "a server's store")

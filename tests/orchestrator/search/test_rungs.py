@@ -1,0 +1,102 @@
+"""ASHA's rule as both stage runners apply it: Ray's decisions, each written down, and read
+back by a stage restored after an interruption."""
+
+from __future__ import annotations
+
+import math
+import random
+from types import SimpleNamespace
+
+from ray.tune.schedulers.async_hyperband import _Bracket
+from ray.tune.schedulers.trial_scheduler import TrialScheduler
+
+from orchestrator.search.rungs import Rungs, decision_text, read_decisions
+
+
+def test_a_trial_below_the_cutoff_of_the_scores_before_it_is_stopped():
+    rungs = Rungs.asha(grace=1, factor=2, epochs=3)
+    assert list(rungs.recorded) == [2, 1]
+    first = rungs.decide("a", 1, 0.9)
+    assert not first.stopped and first.compared == 0 and math.isnan(first.cutoff)
+    below = rungs.decide("b", 1, 0.5)
+    assert below.stopped and below.cutoff == 0.9 and below.compared == 1  # median of [0.9]
+    late = rungs.decide("c", 1, 0.6)
+    assert late.stopped and late.cutoff == 0.7 and late.compared == 2  # median of [0.9, 0.5]
+    assert rungs.decide("a", 1, 0.1) is None  # judged once a rung
+    assert rungs.decide("a", 2, 0.99).rung == 2
+    assert set(rungs.stopping()) == {"b", "c"}
+    assert decision_text(rungs.stopping()["c"].columns()) == (
+        "stopped at epoch 1: val_acc 0.6000 < cutoff 0.7000 from 2 earlier trials at that rung"
+    )
+    assert decision_text({"asha_rung": math.nan}) == ""
+
+
+def test_the_decisions_match_rays_asha_on_a_random_stream():
+    stream = random.Random(7)
+    rungs, bracket = Rungs.asha(1, 3, 27), _Bracket(1, 27, 3, 0)
+    epochs = {f"t{i}": 0 for i in range(40)}
+    stopped = set()
+    while live := [t for t, e in epochs.items() if t not in stopped and e < 27]:
+        trial = stream.choice(live)
+        epochs[trial] += 1
+        score = stream.random()
+        if epochs[trial] == 27:  # the scheduler ends a trial at max_t without its bracket
+            continue
+        ours = rungs.decide(trial, epochs[trial], score)
+        theirs = bracket.on_result(SimpleNamespace(trial_id=trial), epochs[trial], score)
+        assert (ours is not None and ours.stopped) == (theirs == TrialScheduler.STOP)
+        if theirs == TrialScheduler.STOP:
+            stopped.add(trial)
+    assert 10 < len(stopped) < 40  # the stream exercised the rule both ways
+
+
+def test_a_restored_stage_reads_its_rungs_back_and_skips_a_cut_line(tmp_path):
+    log = tmp_path / "asha.jsonl"
+    before = Rungs.asha(1, 2, 4, log)
+    before.decide("a", 1, 0.9)
+    before.decide("b", 1, 0.4)
+    with log.open("a") as out:
+        out.write('{"trial_id": "c", "rung"')  # the driver killed mid-line
+    after = Rungs.asha(1, 2, 4, log)
+    assert after.recorded[1] == {"a": 0.9, "b": 0.4}
+    assert after.decide("c", 1, 0.6).cutoff == before.decide("c", 1, 0.6).cutoff  # same cut
+    assert [d.trial_id for d in read_decisions(log)] == ["a", "b", "c"]
+
+
+def test_ray_stops_trials_by_these_rungs_and_the_tables_say_why(tmp_path, local_ray, faces):
+    import cloudpickle
+
+    from orchestrator.search.ray_stage import RayStageRunner
+    from orchestrator.search.stage import StageRun
+    from orchestrator.study.observer import StudyObserver
+    from orchestrator.study.spec import parse_spec
+    from tests.conftest import FACES
+    from tests.orchestrator import planted
+
+    cloudpickle.register_pickle_by_value(planted)
+    spec = parse_spec(
+        f"""
+name: rungs
+trial: {{dataset: faces, data: {FACES}, train_subset: 300}}
+search_space: {{lr: {{grid: [0.6, 0.5, 0.4, 0.3, 0.2, 0.1]}}}}
+coarse: {{trials: 1, epochs: 3, search: grid, scheduler: {{grace_period: 1, reduction_factor: 2}}}}
+fine: {{trials: 1, epochs: 1}}
+""",
+        "rungs",
+    )
+    run = StageRun(
+        "coarse", spec.coarse, spec.space(), spec.base_config(), spec.resources, 0, tmp_path
+    )
+    trials = RayStageRunner(planted.scored_by_lr).run(run, faces, StudyObserver()).trials
+    stopped = trials[trials["status"] == "stopped_by_asha"]
+    assert len(stopped) >= 2  # later trials, lower scores: below the rungs' cutoffs
+    assert stopped["asha_rung"].notna().all()
+    assert (stopped["asha_score"] < stopped["asha_cutoff"]).all()
+    assert (stopped["asha_rung"] == stopped["epochs_run"]).all() and (
+        stopped["asha_compared"] >= 1
+    ).all()
+    assert trials.loc[trials["status"] == "completed", "asha_rung"].isna().all()
+    log = read_decisions(run.path / "asha.jsonl")
+    assert {d.trial_id for d in log if d.stopped} == set(stopped["trial_id"])
+    replayed = Rungs.asha(1, 2, 3)  # the log is the rule applied in the order results came
+    assert repr([replayed.decide(d.trial_id, d.rung, d.score) for d in log]) == repr(log)
