@@ -176,9 +176,11 @@ def _check_tracking(folder: StudyFolder, spec: StudySpec, options: SessionOption
     """The study's tracking URI, a server checked now: a wrong one stops the study before any
     data is decoded or trial started."""
     from orchestrator.tracking.record import tracking_choice, tracking_target
-    from orchestrator.tracking.store import connect
+    from orchestrator.tracking.store import connect, relocate
 
     uri = tracking_choice(folder, options.tracking_uri)
+    if uri is None and relocate(folder.path, spec.name):
+        options.echo(f"mlflow   the study folder moved: its store now points at {folder.path}")
     # the study folder's own store is made with the folder, and checked once it exists
     if uri is not None or (folder.path / "mlflow" / "mlflow.db").exists():
         connect(tracking_target(folder, spec, uri), options.echo)

@@ -104,6 +104,18 @@ min_rung_steps: 1
 """
 
 
+# a whole study (no sanity checks) in about 15 s in process: for what needs one, not its results
+TINY_SPEC = f"""
+name: tiny
+trial: {{dataset: faces, data: {FACES}, train_subset: 200, threads: 1}}
+search_space: {{lr: {{loguniform: [1.0e-3, 1.0e-1]}}}}
+coarse: {{trials: 2, epochs: 1}}
+fine: {{trials: 1, epochs: 1}}
+final: {{epochs: 1}}
+min_rung_steps: 1
+"""
+
+
 @pytest.fixture(scope="session")
 def finished_study(tmp_path_factory, cache_dir, empty_store) -> tuple[Path, str]:
     """A small study run to the end in process (local stage runner, sanity checks on): its

@@ -159,7 +159,7 @@ def ui(study_dir: Path | None, host: str, port: int) -> None:
     import subprocess
 
     from orchestrator.study.folder import StudyFolder
-    from orchestrator.tracking.store import embedded_uri, experiment_id, runs_url
+    from orchestrator.tracking.store import embedded_uri, experiment_id, relocate, runs_url
 
     folder = StudyFolder(study_dir or _newest_study(Path("studies")))
     spec = folder.read_spec()
@@ -179,6 +179,7 @@ def ui(study_dir: Path | None, host: str, port: int) -> None:
                 f"--host {host} --port {port}: cannot serve there ({exc.strerror}); pass "
                 "another --port"
             ) from None
+    relocate(folder.path, spec.name)  # a copied or moved folder shows its own artifacts
     command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri"]
     command += [embedded_uri(folder.path), "--host", host, "--port", str(port), "--workers", "1"]
     url = f"http://{host}:{port}"

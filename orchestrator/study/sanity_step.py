@@ -13,7 +13,8 @@ from orchestrator.study.folder import SanityRecord, StudyFolder
 from orchestrator.study.observer import StudyObserver
 from orchestrator.study.spec import StudySpec
 from trainables.datasets import DataSplits
-from trainables.sanity import EXPLODES, SanityReport, SanitySettings, decades, run_checks
+from trainables.sanity import decades, run_checks
+from trainables.sanity_report import EXPLODES, SanityReport, SanitySettings
 from trainables.trial_state import build_model
 
 

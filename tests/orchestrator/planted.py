@@ -49,3 +49,40 @@ def scored_by_lr(params: dict[str, Any], *, base, data) -> None:
         tune.report(
             {"epoch": epoch, "val_acc": params["lr"] + epoch / 100, "trial_status": "running"}
         )
+
+
+def quick_trials(barrier: Path, together: int) -> Callable[..., None]:
+    """No training: a trial waits until ``together`` trials have started (so that many report
+    at once, or it fails after two minutes), then reports its epochs, a quarter of a second
+    each, with the metrics a real trial reports."""
+
+    def quick(params: dict[str, Any], *, base, data) -> None:
+        import time
+
+        from ray import tune
+
+        (barrier / tune.get_context().get_trial_id()).touch()
+        deadline = time.monotonic() + 120
+        while len(list(barrier.iterdir())) < together:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"planted: fewer than {together} trials ran at once")
+            time.sleep(0.1)
+        lr = params["lr"]
+        for epoch in range(1, base.epochs + 1):
+            time.sleep(0.25)
+            score = min(0.99, 0.5 + lr + epoch / 100)
+            tune.report(
+                {
+                    "epoch": epoch,
+                    "lr": lr,
+                    "train_loss": 1 / epoch,
+                    "train_acc": score,
+                    "val_loss": 1.1 / epoch,
+                    "val_acc": score,
+                    "images_per_s": 1000.0 + epoch,
+                    "epoch_seconds": 0.25,
+                    "trial_status": "running",
+                }
+            )
+
+    return quick

@@ -8,7 +8,7 @@ from orchestrator.names import BudgetName, Step
 from orchestrator.search.local_stage import LocalStageRunner
 from orchestrator.study.folder import StudyFolder
 from orchestrator.study.spec import parse_spec
-from tests.conftest import FACES
+from tests.conftest import TINY_SPEC
 
 PLANTED = {
     "RAY_AUTH_TOKEN": "planted-ray-token-5c1d",
@@ -17,15 +17,6 @@ PLANTED = {
     "WANDB_API_KEY": "planted-api-key-0f3e",
     "DB_SECRET": "planted-db-secret-41aa",
 }
-SPEC = f"""
-name: secrets
-trial: {{dataset: faces, data: {FACES}, train_subset: 200, threads: 1}}
-search_space: {{lr: {{loguniform: [1.0e-3, 1.0e-1]}}}}
-coarse: {{trials: 2, epochs: 1}}
-fine: {{trials: 1, epochs: 1}}
-final: {{epochs: 1}}
-min_rung_steps: 1
-"""
 
 
 def test_planted_secrets_reach_neither_the_folder_nor_the_store_nor_the_output(
@@ -36,7 +27,7 @@ def test_planted_secrets_reach_neither_the_folder_nor_the_store_nor_the_output(
     lines: list[str] = []
     options = session.SessionOptions(cache_dir, echo=lines.append, runner=LocalStageRunner())
     folder = StudyFolder(tmp_path / "study")
-    spec = parse_spec(SPEC, "secrets")
+    spec = parse_spec(TINY_SPEC, "secrets")
     session.run_new(spec, folder, Step.FINAL, BudgetName.FULL, options, skip_sanity=True)
     files = [p for p in folder.path.rglob("*") if p.is_file()]
     assert any(p.name == "mlflow.db" for p in files) and len(files) > 20

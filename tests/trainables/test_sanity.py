@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from trainables.datasets import Split
-from trainables.sanity import (
+from trainables.sanity import decades, propose_range, run_checks
+from trainables.sanity_report import (
     CHECKS,
     EXPLODES,
     FAIL,
@@ -22,9 +23,6 @@ from trainables.sanity import (
     Probe,
     SanityReport,
     SanitySettings,
-    decades,
-    propose_range,
-    run_checks,
 )
 from trainables.trial_state import build_model
 

@@ -25,7 +25,7 @@ from orchestrator import session
 from orchestrator.names import BudgetName, Step
 from orchestrator.search.local_stage import LocalStageRunner
 from orchestrator.study.folder import StudyFolder
-from orchestrator.study.spec import load_spec
+from orchestrator.study.spec import load_spec, parse_spec
 from orchestrator.tracking.record import tracking_target
 from orchestrator.tracking.store import (
     TRACKED,
@@ -35,7 +35,14 @@ from orchestrator.tracking.store import (
     epoch_metrics,
     open_tracker,
 )
-from tests.conftest import BABYSIT, FACES, assert_one_line_error, babysit_here
+from tests.conftest import (
+    BABYSIT,
+    FACES,
+    TINY_SPEC,
+    assert_one_line_error,
+    babysit_here,
+    seed_store,
+)
 from tests.orchestrator.tracking.mlflow_checks import assert_study_recorded, tree
 
 MANY_SPEC = """
@@ -266,3 +273,40 @@ def test_a_damaged_store_is_named_and_rebuilt_from_the_study_folder(
         "sync", study, "--rebuild", "--tracking-uri", "http://127.0.0.1:9", cache=cache_dir
     )
     assert_one_line_error(server, "--rebuild: study", "a server's store")
+
+
+def test_a_moved_study_shows_its_own_artifacts_in_the_ui(tmp_path, cache_dir, empty_store):
+    """MLflow records absolute artifact paths: the copy must not lean on the original."""
+    original = StudyFolder(seed_store(tmp_path / "original", empty_store))
+    options = session.SessionOptions(cache_dir, echo=print, runner=LocalStageRunner())
+    spec = parse_spec(TINY_SPEC, "moved")
+    session.run_new(spec, original, Step.FINAL, BudgetName.FULL, options, skip_sanity=True)
+    moved = tmp_path / "elsewhere" / "moved"
+    shutil.copytree(original.path, moved)
+    shutil.rmtree(original.path)
+    synced = babysit_here("sync", moved, cache=cache_dir)
+    assert synced.returncode == 0, synced.stderr
+    assert f"its store now points at {moved}" in synced.stdout and "up to date" in synced.stdout
+    resumed = babysit_here("resume", moved, cache=cache_dir)
+    assert resumed.returncode == 0 and "final  already trained" in resumed.stdout
+    port = free_port()
+    ui = subprocess.Popen(
+        [*BABYSIT, "ui", str(moved), "--port", str(port)],
+        stdout=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        api = f"http://127.0.0.1:{port}/api/2.0/mlflow"
+        wait_for(f"{api}/experiments/get-by-name?experiment_name=tiny")
+        client = MlflowClient(f"http://127.0.0.1:{port}")
+        stages = tree(f"http://127.0.0.1:{port}", "tiny")
+        final = stages["final"][0].info.run_id
+        listed = {a.path for a in client.list_artifacts(final)}
+        assert {"filters.png", "report.html", "checkpoint.pt"} <= listed
+        coarse = {a.path for a in client.list_artifacts(stages["coarse"][0].info.run_id)}
+        assert "coarse.parquet" in coarse
+        query = f"run_id={final}&path=filters.png"
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/get-artifact?{query}") as reply:
+            assert reply.read(4) == b"\x89PNG"
+    finally:
+        os.killpg(ui.pid, signal.SIGTERM)
+        ui.wait(timeout=30)
