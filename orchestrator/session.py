@@ -60,14 +60,16 @@ def run_new(
         if target != Step.SANITY:
             folder.update_state(skip_sanity=skip_sanity)
 
-    return _run(folder, spec, budget, target, options, skip_sanity, prepare)
+    with study_lock(folder.path):  # before anything is written: another driver may be working
+        return _run(folder, spec, budget, target, options, skip_sanity, prepare)
 
 
 def resume(folder: StudyFolder, options: SessionOptions) -> Summary:
     """Continue an interrupted study up to the target it was started with."""
     spec = folder.read_spec()
     state = folder.read_state()
-    return _run(folder, spec, None, state.target, options, state.skip_sanity, lambda _: None)
+    with study_lock(folder.path):
+        return _run(folder, spec, None, state.target, options, state.skip_sanity, lambda _: None)
 
 
 def sync(
@@ -123,19 +125,6 @@ def load_study_data(
 
 
 def _run(
-    folder: StudyFolder,
-    spec: StudySpec,
-    budget: BudgetName | None,
-    target: Step,
-    options: SessionOptions,
-    skip_sanity: bool,
-    prepare: Callable[[StudySpec], None],
-) -> Summary:
-    with study_lock(folder.path):  # before anything is read: another driver may be writing
-        return _run_locked(folder, spec, budget, target, options, skip_sanity, prepare)
-
-
-def _run_locked(
     folder: StudyFolder,
     spec: StudySpec,
     budget: BudgetName | None,

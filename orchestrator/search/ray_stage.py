@@ -82,6 +82,7 @@ def _restored_tuner(run: StageRun, trainable: Any) -> tune.Tuner:
 
 
 def _new_tuner(run: StageRun, trainable: Any, callback: tune.Callback) -> tune.Tuner:
+    optuna = run.stage.search == "optuna"  # a Searcher; the variant generator limits itself
     return tune.Tuner(
         trainable,
         param_space={name: p.to_tune() for name, p in run.space.items()},
@@ -91,7 +92,7 @@ def _new_tuner(run: StageRun, trainable: Any, callback: tune.Callback) -> tune.T
             num_samples=run.stage.trials,
             search_alg=_searcher(run),
             scheduler=_scheduler(run),
-            max_concurrent_trials=run.resources.max_concurrent,
+            max_concurrent_trials=run.resources.max_concurrent if optuna else None,
             reuse_actors=True,
         ),
         run_config=tune.RunConfig(
@@ -180,7 +181,10 @@ def _searcher(run: StageRun) -> Any:
         from ray.tune.search.optuna import OptunaSearch
 
         return OptunaSearch(seed=run.seed)
-    return BasicVariantGenerator(random_state=run.seed)
+    # Tune ignores max_concurrent_trials for a variant generator: it takes its own limit
+    return BasicVariantGenerator(
+        random_state=run.seed, max_concurrent=run.resources.max_concurrent or 0
+    )
 
 
 def _scheduler(run: StageRun) -> Any:

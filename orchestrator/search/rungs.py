@@ -83,7 +83,7 @@ class Rungs:
         for milestone, recorded in self.recorded.items():
             if epoch < milestone or trial_id in recorded:
                 continue
-            scores = list(recorded.values())
+            scores = [s for s in recorded.values() if math.isfinite(s)]  # nan: no score
             cutoff = (
                 float(np.nanpercentile(scores, (1 - 1 / self.factor) * 100)) if scores else math.nan
             )

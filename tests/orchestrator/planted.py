@@ -51,25 +51,33 @@ def scored_by_lr(params: dict[str, Any], *, base, data) -> None:
         )
 
 
-def quick_trials(barrier: Path, together: int) -> Callable[..., None]:
+def quick_trials(
+    barrier: Path | None = None, together: int = 0, seconds: float = 0.25
+) -> Callable[..., None]:
     """No training: a trial waits until ``together`` trials have started (so that many report
-    at once, or it fails after two minutes), then reports its epochs, a quarter of a second
-    each, with the metrics a real trial reports."""
+    at once, or it fails after two minutes), then reports its epochs, ``seconds`` each, with
+    the metrics and a checkpoint each, as a real trial does."""
 
     def quick(params: dict[str, Any], *, base, data) -> None:
         import time
 
         from ray import tune
 
-        (barrier / tune.get_context().get_trial_id()).touch()
-        deadline = time.monotonic() + 120
-        while len(list(barrier.iterdir())) < together:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"planted: fewer than {together} trials ran at once")
-            time.sleep(0.1)
+        if barrier is not None:
+            (barrier / tune.get_context().get_trial_id()).touch()
+            deadline = time.monotonic() + 120
+            while len(list(barrier.iterdir())) < together:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"planted: fewer than {together} trials ran at once")
+                time.sleep(0.1)
         lr = params["lr"]
-        for epoch in range(1, base.epochs + 1):
-            time.sleep(0.25)
+        restored = tune.get_checkpoint()  # a retried trial goes on where it stopped
+        first = 1
+        if restored is not None:
+            with restored.as_directory() as folder:
+                first = int((Path(folder) / "epoch").read_text()) + 1
+        for epoch in range(first, base.epochs + 1):
+            time.sleep(seconds)
             score = min(0.99, 0.5 + lr + epoch / 100)
             tune.report(
                 {
@@ -80,9 +88,42 @@ def quick_trials(barrier: Path, together: int) -> Callable[..., None]:
                     "val_loss": 1.1 / epoch,
                     "val_acc": score,
                     "images_per_s": 1000.0 + epoch,
-                    "epoch_seconds": 0.25,
+                    "epoch_seconds": seconds,
                     "trial_status": "running",
-                }
+                },
+                checkpoint=_epoch_checkpoint(epoch),
             )
 
     return quick
+
+
+def _epoch_checkpoint(epoch: int):
+    import tempfile
+
+    from ray import tune
+
+    folder = Path(tempfile.mkdtemp(prefix="planted-"))
+    (folder / "epoch").write_text(str(epoch))
+    return tune.Checkpoint.from_directory(str(folder))
+
+
+def interrupts_driver(driver: int, marker: Path, at_lr: float) -> Callable[..., None]:
+    """``scored_by_lr``, except that the trial with lr ``at_lr`` sends the driver SIGINT once,
+    after its first epoch (as Ctrl-C does): Tune saves its state and stops the stage there."""
+
+    def trial(params: dict[str, Any], *, base, data) -> None:
+        import os
+        import signal
+        import time
+
+        from ray import tune
+
+        for epoch in range(1, base.epochs + 1):
+            tune.report({"epoch": epoch, "val_acc": params["lr"] + epoch / 100,
+                         "trial_status": "running"})  # fmt: skip
+            if params["lr"] == at_lr and epoch == 1 and not marker.exists():
+                marker.touch()
+                os.kill(driver, signal.SIGINT)
+                time.sleep(30)  # stopped here by the driver
+
+    return trial

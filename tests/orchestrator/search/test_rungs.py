@@ -7,6 +7,7 @@ import math
 import random
 from types import SimpleNamespace
 
+import pandas as pd
 from ray.tune.schedulers.async_hyperband import _Bracket
 from ray.tune.schedulers.trial_scheduler import TrialScheduler
 
@@ -100,3 +101,62 @@ fine: {{trials: 1, epochs: 1}}
     assert {d.trial_id for d in log if d.stopped} == set(stopped["trial_id"])
     replayed = Rungs.asha(1, 2, 3)  # the log is the rule applied in the order results came
     assert repr([replayed.decide(d.trial_id, d.rung, d.score) for d in log]) == repr(log)
+
+
+def test_asha_decides_after_a_restore_as_it_would_have_without_one(tmp_path, local_ray, faces):
+    """Ray's own ASHA starts empty after a restore (ray-project/ray#30838); ours reads its
+    rungs back from the stage's log, so the same trials are stopped at the same cutoffs."""
+    import os
+
+    import cloudpickle
+
+    from orchestrator.search.ray_stage import RayStageRunner
+    from orchestrator.search.stage import StageRun
+    from orchestrator.study.observer import StudyObserver
+    from orchestrator.study.spec import parse_spec
+    from tests.conftest import FACES
+    from tests.orchestrator import planted
+
+    cloudpickle.register_pickle_by_value(planted)
+    spec = parse_spec(
+        f"""
+name: restore
+trial: {{dataset: faces, data: {FACES}, train_subset: 300}}
+search_space: {{lr: {{grid: [0.5, 0.6, 0.4, 0.3, 0.45, 0.2, 0.35, 0.1]}}}}
+coarse: {{trials: 1, epochs: 3, search: grid, scheduler: {{grace_period: 1, reduction_factor: 2}}}}
+fine: {{trials: 1, epochs: 1}}
+resources: {{max_concurrent: 1}}
+""",
+        "restore",
+    )
+
+    def stage(folder):
+        return StageRun(
+            "coarse", spec.coarse, spec.space(), spec.base_config(), spec.resources, 0, folder
+        )
+
+    straight = RayStageRunner(planted.scored_by_lr).run(
+        stage(tmp_path / "a"), faces, StudyObserver()
+    )
+    interrupted = RayStageRunner(
+        planted.interrupts_driver(os.getpid(), tmp_path / "interrupted", at_lr=0.45)
+    )
+    first = interrupted.run(stage(tmp_path / "b"), faces, StudyObserver()).trials
+    assert (first["status"] != "completed").any()  # stopped in the middle
+    resumed = interrupted.run(stage(tmp_path / "b"), faces, StudyObserver()).trials
+
+    def decisions(trials):
+        stopped = trials[trials["status"] == "stopped_by_asha"].set_index("lr")
+        return stopped[["asha_rung", "asha_cutoff", "asha_compared"]].sort_index()
+
+    assert len(decisions(straight.trials)) >= 3
+    pd.testing.assert_frame_equal(decisions(resumed), decisions(straight.trials))
+
+
+def test_nan_and_inf_scores_never_break_the_rungs():
+    rungs = Rungs.asha(1, 2, 4)
+    assert not rungs.decide("nan", 1, math.nan).stopped  # no score: not judged below anyone
+    assert not rungs.decide("inf", 1, math.inf).stopped
+    low = rungs.decide("low", 1, 0.1)  # judged against the finite scores only
+    assert math.isnan(low.cutoff) and low.compared == 0 and not low.stopped
+    assert rungs.decide("high", 1, 0.9).compared == 1 and rungs.decide("mid", 1, 0.4).stopped
