@@ -296,6 +296,7 @@ class StudyTracker:
     _stage_runs: dict[str, str] = field(default_factory=dict)
     _stage_params: dict[str, set[str]] = field(default_factory=dict)
     _trial_runs: dict[str, dict[str, str]] = field(default_factory=dict)
+    _run_params: dict[str, set[str]] = field(default_factory=dict)
     _steps: dict[str, set[int]] = field(default_factory=dict)
     _retry_at: float = 0.0
     delayed: set[str] = field(default_factory=set)
@@ -354,6 +355,7 @@ class StudyTracker:
         if runs is None:
             found = self._search(stage=stage, kind="trial")
             runs = self._trial_runs[stage] = {r.data.tags["trial_id"]: r.info.run_id for r in found}
+            self._run_params |= {r.info.run_id: set(r.data.params) for r in found}
         if trial_id not in runs:
             parent = self.stage_run(stage)
             tags = self._tags(
@@ -367,8 +369,14 @@ class StudyTracker:
             )
             runs[trial_id] = run.info.run_id
             self._steps[run.info.run_id] = set()
-            self._log(run.info.run_id, params=config)
-        return runs[trial_id]
+            self._run_params[run.info.run_id] = set()
+        # params the run lacks: a driver killed between creating it and logging them
+        run_id = runs[trial_id]
+        missing = {k: v for k, v in config.items() if k not in self._run_params[run_id]}
+        if missing:
+            self._log(run_id, params=missing)
+            self._run_params[run_id] |= set(missing)
+        return run_id
 
     def link(self, run_id: str, text: str) -> str:
         """A Markdown link to a run, for a description (the UI renders it)."""

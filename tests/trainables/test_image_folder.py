@@ -112,3 +112,25 @@ def test_unusable_data_paths(tmp_path: Path, make, message):
     (tmp_path / "cut.tar.gz").write_bytes(blob[: len(blob) // 2])
     with pytest.raises(DataError, match=message):
         read_image_set(make(tmp_path), tmp_path / "cache")
+
+
+def test_an_archive_whose_members_climb_out_is_read_in_place(tmp_path):
+    """Members named ../../x and /x are read from the archive, never extracted: nothing lands
+    outside the cache folder."""
+    tree = write_image_tree(tmp_path / "tree", {"cat": 3, "dog": 3}, size=(8, 8))
+    archive = tmp_path / "climb.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for i, path in enumerate(sorted(tree.rglob("*.png"))):
+            info = tar.gettarinfo(path, arcname=path.relative_to(tree).as_posix())
+            info.name = ("../../escaped/" if i % 2 else "/escaped/") + info.name
+            with path.open("rb") as image:
+                tar.addfile(info, image)
+    with tarfile.open(archive) as tar:
+        names = tar.getnames()
+    assert any(n.startswith("/") for n in names) and any(n.startswith("../") for n in names)
+    cache = tmp_path / "cache"
+    images = read_image_set(archive, cache)
+    assert len(images.labels)  # read from inside the archive: a member name is only a key
+    assert not Path("/escaped").exists() and not list(tmp_path.parent.parent.glob("escaped"))
+    written = [p for p in tmp_path.rglob("*") if p.is_file() and tree not in p.parents]
+    assert {p.parent for p in written} <= {tmp_path, cache}

@@ -88,3 +88,17 @@ def test_search_algorithms_are_checked_against_the_space():
         parse_spec(grid.replace("trials: 6,", "trials: 6, search: optuna,"), "s")
     with pytest.raises(ConfigError, match="needs at least one"):
         parse_spec(SPEC.replace("trials: 6,", "trials: 6, search: grid,"), "s")
+
+
+def test_a_name_that_climbs_out_of_the_studies_folder_is_refused():
+    with pytest.raises(ConfigError, match="name"):
+        parse_spec(SPEC.replace("name: tiny", "name: ../../x"), "climb.yaml")
+
+
+def test_a_yaml_alias_bomb_is_refused_without_being_expanded():
+    bomb = ["a: &a [x, x, x, x, x, x, x, x, x]"]
+    for level in "bcdefghi":
+        previous = chr(ord(level) - 1)
+        bomb.append(f"{level}: &{level} [" + ", ".join([f"*{previous}"] * 9) + "]")
+    with pytest.raises(ConfigError, match=r"bomb\.yaml: "):  # 9**9 leaves, never built
+        parse_spec("\n".join(bomb) + "\n", "bomb.yaml")

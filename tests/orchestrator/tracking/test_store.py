@@ -131,6 +131,11 @@ def test_a_second_tracker_finds_the_runs_and_sends_nothing_twice(tmp_path):
     other_study = open_tracker(replace(target, study_id="s2"), print)
     assert other_study.trial_run("coarse", "a_00001", {}, "") != run
 
+    bare = live.trial_run("coarse", "a_00002", {}, "00002")  # the driver killed before params
+    params = {"lr": 0.01, "log10_lr": -2.0}
+    assert open_tracker(target, print).trial_run("coarse", "a_00002", params, "") == bare
+    assert live.client.get_run(bare).data.params == {"lr": "0.01", "log10_lr": "-2.0"}
+
 
 def test_an_unreachable_tracking_server_stops_the_study_before_any_trial(tmp_path, cache_dir):
     study = tmp_path / "study"
