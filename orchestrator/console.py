@@ -7,7 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.study.observer import StageTally, StudyObserver
+from orchestrator.names import WARNING
+from orchestrator.study.observer import StageTally, StudyObserver, TrialInfo
 from trainables.metrics import ClassificationReport
 from trainables.status import TrialStatus
 
@@ -219,6 +220,13 @@ class ConsoleObserver(StudyObserver):
             f"warning  search_space.lr {lr.describe()} covers {share:.0%} of the range where the "
             f"lr probe saw the loss fall, [{low:.0e}, {high:.0e}]; search that range (or lr: auto)"
         )
+
+    def range_capped(self, old: Param, new: Param, why: str) -> None:
+        self.echo(f"search   {old.name} {old.describe()} -> {new.describe()}: {why}")
+
+    def trial_epoch(self, stage: str, trial: TrialInfo, result: dict[str, Any]) -> None:
+        if result.get(WARNING):
+            self.echo(f"warning  {stage} trial {trial.trial_id}: {result[WARNING]}")
 
     def stage_started(self, run: StageRun) -> None:
         self.ran.add(run.name)

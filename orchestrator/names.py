@@ -46,4 +46,5 @@ class BudgetName(StrEnum):
 
 
 METRIC, MODE = "val_acc", "max"  # what ranks trials, for Tune, ASHA, narrowing and the tables
+WARNING = "warning"  # a trial's report may carry one line for the user (said once)
 TRACKING_WAIT_S = 120.0

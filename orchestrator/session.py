@@ -15,6 +15,7 @@ from orchestrator.search.stage import StageRunner
 from orchestrator.study.folder import StudyFolder, Summary
 from orchestrator.study.lock import study_lock
 from orchestrator.study.pipeline import Study
+from orchestrator.study.room import disk_full, out_of_room
 from orchestrator.study.spec import StudySpec
 from trainables.datasets import DataSplits, load_data
 from trainables.errors import BabysitterError
@@ -158,7 +159,14 @@ def _run(
             ConsoleObserver(options.echo),
         ]
         study = Study(folder, spec, data, runner, observers, skip_sanity=skip_sanity)
-        return study.run(target)
+        try:
+            return study.run(target)
+        except BabysitterError:
+            raise
+        except Exception as exc:  # a write that failed for want of space, wherever it was
+            if out_of_room(folder.path, exc):
+                raise disk_full(folder.path) from None
+            raise
 
 
 def _check_tracking(folder: StudyFolder, spec: StudySpec, options: SessionOptions) -> str | None:

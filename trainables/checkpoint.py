@@ -48,6 +48,16 @@ def load_checkpoint(path: Path, config: dict[str, Any]) -> dict[str, Any]:
     return state
 
 
+def readable(path: Path) -> bool:
+    """Whether ``path`` holds a whole checkpoint: one cut short (a full disk, a copy killed
+    midway) cannot be resumed, only replaced."""
+    try:
+        torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        return False
+    return True
+
+
 def checkpoint_epoch(path: Path) -> int:
     """The last completed epoch stored in ``path`` (0 when there is none)."""
     if not path.exists():

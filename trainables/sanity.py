@@ -388,12 +388,10 @@ def explodes_above(probes: list[Probe]) -> float | None:
     return min(exploding, default=None)
 
 
-def penalty_limit(
-    config: TrialConfig, data: DataSplits, build: ModelBuilder, factor: float
-) -> float:
+def penalty_limit(config: TrialConfig, data: DataSplits, factor: float) -> float:
     """The l2 whose penalty at initialisation is ``factor`` x ln C: above it the penalty, not
-    the data, drives training from the first step."""
-    model = build(config, data)
+    the data, drives training from the first step (seeded: a resumed study caps as before)."""
+    model = build_model(config, data, torch.Generator().manual_seed(config.seed))
     weights = model.layer_weights() if hasattr(model, "layer_weights") else {}
     with torch.no_grad():
         squares = sum(float(w.square().sum()) for w in weights.values())

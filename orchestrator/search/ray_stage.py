@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,7 +16,7 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from orchestrator.names import METRIC, MODE
-from orchestrator.search.ray_trainable import run_trial
+from orchestrator.search.ray_trainable import CHECKPOINTS, run_trial
 from orchestrator.search.results import (
     DIVERGED,
     ERRORED,
@@ -28,7 +29,9 @@ from orchestrator.search.results import (
 )
 from orchestrator.search.rungs import DECISIONS_FILE, RungDecision, Rungs, rungs_of
 from orchestrator.search.stage import StageRun, Tally
+from orchestrator.search.tune_state import keep, repair
 from orchestrator.study.observer import StudyObserver, TrialInfo
+from orchestrator.study.room import STOPPED_MARK
 from trainables.datasets import DataSplits
 from trainables.errors import BabysitterError
 
@@ -36,6 +39,7 @@ from trainables.errors import BabysitterError
 # callbacks with the experiment, so the callback holds only the name, and a restored stage
 # reports to whoever watches the process that resumed it.
 _LISTENERS: dict[str, StudyObserver] = {}
+KEEP_EVERY_S = 1.0  # how often a whole copy of Tune's experiment state is taken
 
 
 class RayStageRunner:
@@ -47,20 +51,28 @@ class RayStageRunner:
     def run(self, run: StageRun, data: DataSplits, events: StudyObserver) -> StageTables:
         # Save Tune's experiment state every step, so a killed driver loses no finished trial.
         os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
+        # A result without the metric is the trial's problem (no score), not the stage's.
+        os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
         base = run.trial_base()
         wrapped = tune.with_resources(
-            tune.with_parameters(self.trainable, base=base, data=data),
+            tune.with_parameters(
+                self.trainable, base=base, data=data, checkpoints=run.path / CHECKPOINTS
+            ),
             {"cpu": run.resources.cpus_per_trial, "gpu": run.resources.gpus_per_trial},
         )
         _LISTENERS[run.name] = events
         try:
+            if run.path.exists():
+                repair(run.path)
             if tune.Tuner.can_restore(run.path):
                 events.stage_resumed(run.name, run.path)
                 tuner = _restored_tuner(run, wrapped)
-            else:
+            else:  # a stage begun anew: trials from an unrestorable start are not its own
+                shutil.rmtree(run.path / CHECKPOINTS, ignore_errors=True)
                 callback = TuneEvents(run.name, run.stage.epochs, run.trial_count)
                 tuner = _new_tuner(run, wrapped, callback)
             tuner.fit()
+            (run.path / STOPPED_MARK).unlink(missing_ok=True)
         finally:
             _LISTENERS.pop(run.name, None)
             events.stage_ended(run.name)
@@ -72,13 +84,20 @@ class RayStageRunner:
 
 def _restored_tuner(run: StageRun, trainable: Any) -> tune.Tuner:
     try:
-        return tune.Tuner.restore(str(run.path), trainable=trainable, resume_errored=False)
+        again = _ran_out_of_room(run)
+        return tune.Tuner.restore(str(run.path), trainable=trainable, resume_errored=again)
     except (ImportError, AttributeError) as exc:  # pickled by a babysitter of other modules
         raise BabysitterError(
             f"the interrupted {run.name} stage in {run.path} was saved by another babysitter "
             f"version and cannot be restored ({type(exc).__name__}: {exc}); delete that folder "
             "to run the stage again (its finished trials are lost), or finish it with that version"
         ) from None
+
+
+def _ran_out_of_room(run: StageRun) -> bool:
+    """Whether the stage stopped on a full disk: then its errored trials run again (from
+    their checkpoints), since they never had their chance."""
+    return (run.path / STOPPED_MARK).exists()
 
 
 def _new_tuner(run: StageRun, trainable: Any, callback: tune.Callback) -> tune.Tuner:
@@ -99,7 +118,6 @@ def _new_tuner(run: StageRun, trainable: Any, callback: tune.Callback) -> tune.T
             name=run.name,
             storage_path=str(run.storage.resolve()),
             failure_config=tune.FailureConfig(max_failures=run.retries),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             callbacks=[callback],
             verbose=0,
         ),
@@ -116,6 +134,11 @@ class TuneEvents(tune.Callback):
     def setup(self, **info: Any) -> None:
         self.start = time.monotonic()
         self.tally = Tally(self.total)
+        self.kept = 0.0
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        if trials:
+            keep(_stage_folder(trials[0]))
 
     @property
     def events(self) -> StudyObserver:
@@ -148,6 +171,15 @@ class TuneEvents(tune.Callback):
         tally = self.tally.update(statuses, scores, time.monotonic() - self.start)
         if tally is not None:
             self.events.stage_progress(self.stage, tally)
+        if trials and time.monotonic() - self.kept > KEEP_EVERY_S:
+            keep(_stage_folder(trials[0]))
+            self.kept = time.monotonic()
+
+
+def _stage_folder(trial: Any) -> Path:
+    """The stage's folder in the study (Tune's local_experiment_path is its driver's staging
+    folder, which Tune copies there)."""
+    return Path(trial.path).parent
 
 
 def _info(trial: Any) -> TrialInfo:
@@ -161,7 +193,8 @@ def _record(trial: Any, epochs: int, stopped_at: RungDecision | None) -> TrialRe
     last = history.iloc[-1].to_dict() if len(history) else {}
     status = trial_status(trial.status, last, epochs)
     error = _first_line(trial) if status == ERRORED else ""
-    retries = int(trial.run_metadata.num_failures)
+    failures = int(trial.run_metadata.num_failures)
+    retries = failures - 1 if status == ERRORED and failures else failures  # the last one ended it
     stopped_at = stopped_at if status == STOPPED else None
     return TrialRecord(
         trial.trial_id, status, dict(trial.config), history, retries, error, stopped_at

@@ -1,8 +1,17 @@
-"""The adapter that makes the training loop a Ray Tune trainable: it restores the trial's last
-checkpoint, reports every epoch (with a checkpoint) to Tune, and nothing else."""
+"""The adapter that makes the training loop a Ray Tune trainable: it reports every epoch to
+Tune, with a checkpoint, and restores a trial from the epoch Tune restores it to.
+
+Tune's checkpoints are markers of a few bytes (the epoch), all kept; the state itself is the
+trial's own file, `checkpoints/<trial>/epoch-N.pt` in the stage folder, the last two epochs
+kept (hard links to the file the loop replaces whole each epoch). With one real Tune
+checkpoint kept per trial, a driver killed between Tune deleting the older one and saving its
+experiment state restored the trial from a checkpoint that was gone, and every retry failed.
+A restored trial starts from the epoch Tune knows (later epochs run again: Tune may never
+have seen their results); when that epoch's file is gone or cut short, from epoch 1."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -12,11 +21,19 @@ from typing import Any
 import ray
 from ray import tune
 
-from orchestrator.names import METRIC
-from trainables.checkpoint import CHECKPOINT_NAME
+from orchestrator.names import METRIC, WARNING
+from trainables.checkpoint import readable
 from trainables.config import TrialConfig
 from trainables.datasets import DataSplits
 from trainables.train import DIVERGED, EpochReport, train
+
+CHECKPOINTS = "checkpoints"  # the stage folder's subfolder of trial checkpoints
+KEPT_EPOCHS = 2
+
+
+def trial_folder(checkpoints: Path) -> Path:
+    """This trial's checkpoints, in the stage's ``checkpoints`` folder."""
+    return checkpoints / tune.get_context().get_trial_id()
 
 
 def run_trial(
@@ -24,41 +41,67 @@ def run_trial(
     *,
     base: TrialConfig,
     data: DataSplits,
+    checkpoints: Path,
     after_epoch: Callable[[EpochReport], None] | None = None,
 ) -> None:
-    """One trial: ``base`` with the sampled ``params``. ``after_epoch`` runs once the epoch is
-    reported (tests use it to plant faults)."""
+    """One trial: ``base`` with the sampled ``params``, from the epoch Tune restored it to.
+    ``after_epoch`` runs once the epoch is reported (tests use it to plant faults)."""
     config = base.replace(**params)
     node_id = ray.get_runtime_context().get_node_id()  # two nodes may share one IP
-    workdir = Path(tempfile.mkdtemp(prefix="babysitter-trial-"))
-    checkpoint_path = workdir / "checkpoint" / CHECKPOINT_NAME
-    restored = tune.get_checkpoint()
-    if restored is not None:
-        with restored.as_directory() as folder:
-            checkpoint_path.parent.mkdir(parents=True)
-            shutil.copy(Path(folder) / CHECKPOINT_NAME, checkpoint_path)
+    folder = trial_folder(checkpoints)
+    folder.mkdir(parents=True, exist_ok=True)
+    state, warning = folder / "state.pt", _restore(folder)
 
     def on_epoch(report: EpochReport) -> None:
+        nonlocal warning
         metrics: dict[str, Any] = {**report.metrics, "trial_status": report.status}
         metrics["node_id"] = node_id
         if report.status == DIVERGED:
             metrics[METRIC] = 0.0  # the scheduler needs the metric; a diverged trial ranks last
+        if warning:
+            metrics[WARNING], warning = warning, ""
         if report.checkpoint is None:
             tune.report(metrics)
         else:
-            tune.report(
-                metrics, checkpoint=tune.Checkpoint.from_directory(report.checkpoint.parent)
-            )
+            _keep(folder, state, report.epoch)
+            with tempfile.TemporaryDirectory(prefix="babysitter-epoch-") as marker:
+                (Path(marker) / "epoch").write_text(str(report.epoch))
+                tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(marker))
         if after_epoch is not None:
             after_epoch(report)
 
+    train(config, data, on_epoch=on_epoch, checkpoint_path=state, resume=True)
+
+
+def _restore(folder: Path) -> str:
+    """Put the state of the epoch Tune restores the trial to in place (none: from epoch 1);
+    returns a warning when that state cannot be had."""
+    state = folder / "state.pt"
+    state.unlink(missing_ok=True)
+    restored = tune.get_checkpoint()
+    if restored is None:
+        return ""
+    with restored.as_directory() as marker:
+        epoch = int((Path(marker) / "epoch").read_text())
+    saved = folder / f"epoch-{epoch}.pt"
+    if saved.exists() and readable(saved):
+        _link(saved, state)
+        return ""
+    return f"its checkpoint {saved} is missing or cannot be read; the trial starts again"
+
+
+def _keep(folder: Path, state: Path, epoch: int) -> None:
+    """Link the epoch's state (the loop has just written it) and drop the older ones."""
+    saved = folder / f"epoch-{epoch}.pt"
+    saved.unlink(missing_ok=True)
+    _link(state, saved)
+    for old in folder.glob("epoch-*.pt"):
+        if int(old.stem.removeprefix("epoch-")) <= epoch - KEPT_EPOCHS:
+            old.unlink(missing_ok=True)
+
+
+def _link(source: Path, target: Path) -> None:
     try:
-        train(
-            config,
-            data,
-            on_epoch=on_epoch,
-            checkpoint_path=checkpoint_path,
-            resume=restored is not None,
-        )
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        os.link(source, target)
+    except OSError:  # a file system without hard links
+        shutil.copy2(source, target)

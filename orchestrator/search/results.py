@@ -89,8 +89,8 @@ def stage_tables(stage: str, trials: Iterable[TrialRecord], base: Mapping[str, A
             "epochs_run": int(last.get("epoch", 0)),
             "retries": trial.retries,
             "error": trial.error if trial.status == ERRORED else "",
-            **{**base, **trial.config},
             **{m: float(last.get(m, math.nan)) for m in (*METRICS, *JUDGED)},
+            **{**base, **trial.config},  # the searched lr, not the last epoch's (a schedule's)
             **(trial.stopped_at.columns() if trial.stopped_at else dict.fromkeys(RUNG_COLUMNS)),
             "best_val_acc": _best(history, METRIC, max),
             "min_val_loss": _best(history, "val_loss", min),

@@ -67,6 +67,9 @@ class StudyObserver:
         """The spec's lr range covers only ``share`` (< LR_COVERAGE) of the range where the
         sanity checks' lr probe saw the loss fall."""
 
+    def range_capped(self, old: Param, new: Param, why: str) -> None:
+        """The coarse stage searches ``new``, not the spec's ``old``: the rest is futile."""
+
     def stage_started(self, run: StageRun) -> None: ...
 
     def stage_resumed(self, stage: str, path: Path) -> None: ...

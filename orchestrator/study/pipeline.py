@@ -29,6 +29,7 @@ from orchestrator.study.folder import (
 )
 from orchestrator.study.observer import Observers, StudyObserver
 from orchestrator.study.plan import plan_study
+from orchestrator.study.room import check_room, out_of_room, stop_stage
 from orchestrator.study.sanity_step import run_sanity
 from orchestrator.study.spec import AUTO, StudySpec
 from trainables.config import TrialConfig
@@ -37,7 +38,6 @@ from trainables.datasets import DataSplits, Split
 from trainables.errors import BabysitterError
 from trainables.sanity import explodes_above, penalty_limit
 from trainables.status import FINISHED
-from trainables.trial_state import build_model
 
 # Narrowing never widens l2 past the value whose penalty at initialisation is this many ln C.
 PENALTY_LIMIT = 10.0
@@ -97,7 +97,7 @@ class Study:
     ) -> tuple[str, pd.DataFrame, dict[str, Param], Summary]:
         """The coarse round, then fine rounds until the spec's count or the rounds settle;
         returns the last round's name, trials and space, and the summary with each best."""
-        stage, space = Step.COARSE, spec.space()
+        stage, space = Step.COARSE, self._capped(spec.space(), spec)
         trials = self._stage(spec, stage, space)
         summary = _with(summary, coarse=_best_row(trials, space))
         later: dict[str, Any] = {}
@@ -155,6 +155,7 @@ class Study:
         elif self.skip_sanity:
             self.events.sanity_skipped()
         else:
+            check_room(folder.path)
             record = run_sanity(folder, spec, self.data, self.events)
             self.events.step_finished(Step.SANITY)
             if not record.passed:
@@ -189,8 +190,17 @@ class Study:
                 self.folder.ray,
                 seed=base.seed + round_number(name) - 1,
             )
+            check_room(self.folder.path)
             self.events.stage_started(run)
-            tables = self.runner.run(run, without_test(self.data), self.events)
+            try:
+                tables = self.runner.run(run, without_test(self.data), self.events)
+            except Exception as exc:
+                if out_of_room(self.folder.path, exc):
+                    stop_stage(run.path, self.folder.path)
+                raise
+            errors = [e for e in tables.trials.get("error", pd.Series(dtype=str)).fillna("") if e]
+            if errors and out_of_room(self.folder.path, *errors):
+                stop_stage(run.path, self.folder.path)
             _check_ended(name, tables.trials, self.folder.path)
             self.folder.write_stage(name, tables)
             self.events.step_finished(name)
@@ -229,6 +239,28 @@ class Study:
         self.events.candidates_scored(table, path)
         return table
 
+    def _capped(self, space: dict[str, Param], spec: StudySpec) -> dict[str, Param]:
+        """The coarse space with l2 kept below where its penalty swamps the data loss (the
+        sanity checks' regularization check): a trial up there learns one class, whatever
+        its lr, and spends a coarse slot teaching nothing."""
+        l2 = space.get("l2")
+        if l2 is None or not l2.numeric:
+            return space
+        limit = self._limits(spec)["l2"]
+        old = l2.range()
+        if old.low >= limit.high:
+            raise BabysitterError(
+                f"search_space.l2={l2.to_spec()} starts at or above {limit.high:.3g}, where the "
+                f"initial L2 penalty exceeds {PENALTY_LIMIT:g} x ln C (the penalty, not the "
+                f"data, would drive every trial); give l2 a range that starts below "
+                f"{limit.high:.3g}"
+            )
+        if old.high <= limit.high:
+            return space
+        capped = l2.with_range(dataclasses.replace(old, high=limit.high))
+        self.events.range_capped(l2, capped, limit.why)
+        return {**space, "l2": capped}
+
     def _limits(self, spec: StudySpec) -> dict[str, Limit]:
         """How far narrowing may widen, from what the sanity checks measured."""
         limits = {}
@@ -236,7 +268,7 @@ class Study:
         explodes = explodes_above(sanity.report.probes) if sanity is not None else None
         if explodes is not None:
             limits["lr"] = Limit(explodes, f"the lr probe explodes at {explodes:.0e}")
-        l2 = penalty_limit(spec.base_config(), self.data, build_model, PENALTY_LIMIT)
+        l2 = penalty_limit(spec.base_config(), self.data, PENALTY_LIMIT)
         why = f"above it the initial L2 penalty exceeds {PENALTY_LIMIT:g} x ln C"
         limits["l2"] = Limit(l2, why)
         return limits
@@ -249,6 +281,7 @@ class Study:
         if Step.FINAL in folder.finished():
             self.events.final_started(config, reused=folder.final)
         else:
+            check_room(folder.path)
             self.events.final_started(config, reused=None)
             run = RunFolder.open(folder.final, resume=True)
             np.save(folder.input_example, input_example(data))

@@ -241,8 +241,9 @@ def record_final(tracker: StudyTracker, folder: StudyFolder) -> None:
                     metrics[f"test_{key}/{name}"] = getattr(test, key)[i]
             artifacts += [folder.final / "test_metrics.json", *_report_tables(test, Path(tmp))]
             if not tracker.client.get_run(run_id).data.tags.get("model"):
-                model, example = _final_model(folder, final.config, len(test.class_names))
-                tags["model"] = tracker.log_model(run_id, model, example)
+                classes = len(test.class_names)
+                weights, example = _served_weights(folder, final.config, classes, tmp)
+                tags["model"] = tracker.log_model(run_id, weights, example)
         tracker.finish_stage(Step.FINAL, metrics=metrics, tags=tags, artifacts=artifacts)
 
 
@@ -280,24 +281,23 @@ def _chosen_trial(
     }
 
 
-def _final_model(folder: StudyFolder, config: dict[str, Any], classes: int) -> tuple[Any, Any]:
+def _served_weights(
+    folder: StudyFolder, config: dict[str, Any], classes: int, into: str
+) -> tuple[Path, Any]:
+    """The final model's settings and weights in one weights-only file (what the served model
+    reads), and the input example."""
     import numpy as np
+    import torch
 
     from trainables.checkpoint import load_checkpoint
-    from trainables.model import SeedCNN
 
     example = np.load(folder.input_example)
-    model = SeedCNN(
-        example.shape[1],
-        classes,
-        tuple(example.shape[2:]),
-        batch_norm=config["batch_norm"],
-        he_init=config["he_init"],
-        dropout=config["dropout"],
-        width=config["width"],
-    )
-    model.load_state_dict(load_checkpoint(folder.final / "checkpoint.pt", config)["model"])
-    return model.eval(), example
+    settings = {k: config[k] for k in ("batch_norm", "he_init", "dropout", "width")}
+    settings.update(in_channels=example.shape[1], classes=classes, size=list(example.shape[2:]))
+    state = load_checkpoint(folder.final / "checkpoint.pt", config)["model"]
+    path = Path(into) / "weights.pt"
+    torch.save({"settings": settings, "state": state}, path)
+    return path, example
 
 
 def _report_tables(test: ClassificationReport, folder: Path) -> list[Path]:

@@ -34,6 +34,7 @@ PER_LAYER_OR_FOLD = ("update_ratio/", "fold")
 DATA_LOSS = "train_data_loss"  # train_loss includes the L2 penalty; val_loss does not
 RETRY_S = 10.0
 URI_VARIABLE = "MLFLOW_TRACKING_URI"
+WEIGHTS = "weights"  # the logged model's artifact that served_model.py reads
 HTTP = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
 
 
@@ -465,22 +466,27 @@ class StudyTracker:
         for start in range(0, len(batch), 1000):  # MLflow's log_batch takes 1000 metrics
             self.client.log_batch(run_id, metrics=batch[start : start + 1000])
 
-    def log_model(self, run_id: str, model: Any, example: Any) -> str:
-        """Log the model with its signature, inferred from ``example`` (normalized images; two
-        of them, so the exported model keeps a free batch size); returns its URI."""
+    def log_model(self, run_id: str, weights: Path, example: Any) -> str:
+        """Log the final model (``weights``: its settings and state dict) as MLflow serves it
+        (``served_model.py``), with the signature inferred from ``example`` (normalized images;
+        two, so the batch size stays free); returns its URI."""
         import mlflow
-        import mlflow.pytorch
         import torch
 
+        import trainables
+
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a job's log
         exported = os.environ.get(URI_VARIABLE)
         mlflow.set_tracking_uri(self.target.uri)
         try:
             with mlflow.start_run(run_id=run_id):
-                info = mlflow.pytorch.log_model(
-                    model,
+                info = mlflow.pyfunc.log_model(
                     name="model",
+                    python_model=Path(__file__).with_name("served_model.py"),
+                    artifacts={WEIGHTS: str(weights)},
+                    code_paths=[str(Path(trainables.__file__).parent)],
                     input_example=example,
-                    pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+                    pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "numpy"],
                 )
         finally:  # set_tracking_uri also exports the URI; the process keeps the one it had
             if exported is None:

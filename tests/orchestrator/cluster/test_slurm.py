@@ -1,6 +1,6 @@
-"""`babysit submit --slurm` on a real one-node SLURM: the job runs the study to COMPLETED with a
-log that reads like babysit's own, and a job requeued in the middle of the coarse stage (as a
-preempted one is) resumes the study: nothing lost, nothing run twice."""
+"""`babysit submit --slurm` on a real one-node SLURM: a job requeued in the middle of the coarse
+stage (as a preempted one is) resumes the study and ends COMPLETED, nothing lost or run twice,
+with a log that reads like babysit's own."""
 
 from __future__ import annotations
 
@@ -41,19 +41,11 @@ def submit(study: Path, env: dict[str, str], cache_dir: Path) -> str:
     return job
 
 
-def test_a_submitted_job_runs_the_study_to_completed(slurm, tmp_path, cache_dir):
-    study = tmp_path / "study"
-    job = submit(study, slurm, cache_dir)
-    assert wait_for_state(job, slurm, {"COMPLETED", "FAILED", "CANCELLED"}, 600) == "COMPLETED"
-    log = (study / f"slurm-{job}.out").read_text()
-    assert "test accuracy" in log and "Traceback" not in log
-    assert not ANSI.search(log), "colour codes in the job's log"
-    assert "usage stats" not in log.lower() and "srun: error" not in log
-    assert json.loads((study / "summary.json").read_text())["final"]["test_accuracy"] > 0.5
-    assert_study_recorded(embedded_uri(study), "faces", study)
-
-
-def test_a_requeued_job_resumes_the_study(slurm, tmp_path, cache_dir):
+def test_a_submitted_job_requeued_mid_coarse_resumes_the_study_to_completed(
+    slurm, tmp_path, cache_dir
+):
+    """One job for both: a requeue (as a preemption does) in the coarse stage, then the job
+    runs again and ends COMPLETED with the study whole and babysit's own log."""
     study = tmp_path / "study"
     job = submit(study, slurm, cache_dir)
     coarse = study / "ray" / "coarse"
@@ -68,6 +60,10 @@ def test_a_requeued_job_resumes_the_study(slurm, tmp_path, cache_dir):
     assert wait_for_state(job, slurm, {"COMPLETED", "FAILED", "CANCELLED"}, 900) == "COMPLETED"
     log = (study / f"slurm-{job}.out").read_text()
     assert "resuming the interrupted stage" in log, log[-2000:]
+    assert "test accuracy" in log and "Traceback" not in log
+    assert not ANSI.search(log), "colour codes in the job's log"
+    assert "usage stats" not in log.lower() and "srun: error" not in log
+    assert json.loads((study / "summary.json").read_text())["final"]["test_accuracy"] > 0.5
     trials = pd.read_parquet(study / "results" / "coarse.parquet")
     assert trials["trial_id"].is_unique and len(trials) == 4
     epochs = pd.read_parquet(study / "results" / "coarse_epochs.parquet")

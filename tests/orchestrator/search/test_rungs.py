@@ -68,26 +68,11 @@ def test_ray_stops_trials_by_these_rungs_and_the_tables_say_why(tmp_path, local_
     import cloudpickle
 
     from orchestrator.search.ray_stage import RayStageRunner
-    from orchestrator.search.stage import StageRun
     from orchestrator.study.observer import StudyObserver
-    from orchestrator.study.spec import parse_spec
-    from tests.conftest import FACES
     from tests.orchestrator import planted
 
     cloudpickle.register_pickle_by_value(planted)
-    spec = parse_spec(
-        f"""
-name: rungs
-trial: {{dataset: faces, data: {FACES}, train_subset: 300}}
-search_space: {{lr: {{grid: [0.6, 0.5, 0.4, 0.3, 0.2, 0.1]}}}}
-coarse: {{trials: 1, epochs: 3, search: grid, scheduler: {{grace_period: 1, reduction_factor: 2}}}}
-fine: {{trials: 1, epochs: 1}}
-""",
-        "rungs",
-    )
-    run = StageRun(
-        "coarse", spec.coarse, spec.space(), spec.base_config(), spec.resources, 0, tmp_path
-    )
+    run = planted.lr_grid_run(tmp_path)
     trials = RayStageRunner(planted.scored_by_lr).run(run, faces, StudyObserver()).trials
     stopped = trials[trials["status"] == "stopped_by_asha"]
     assert len(stopped) >= 2  # later trials, lower scores: below the rungs' cutoffs

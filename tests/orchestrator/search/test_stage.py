@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 from orchestrator.search.stage import Tally
@@ -26,3 +27,28 @@ def test_the_last_progress_line_agrees_with_the_stage_table(finished_study):
         trials = folder.read_stage(stage).trials
         usable = trials[trials["status"].isin(["completed", "stopped_by_asha"])]
         assert said == f"{usable['val_acc'].max():.4f}", (stage, lines[-1])
+
+
+def test_out_of_memory_and_nan_inf_or_missing_scores_leave_the_other_trials_going(
+    tmp_path, local_ray, faces
+):
+    import cloudpickle
+
+    from orchestrator.search.ray_stage import RayStageRunner
+    from orchestrator.study.observer import StudyObserver
+    from tests.orchestrator import planted
+
+    cloudpickle.register_pickle_by_value(planted)
+    run = planted.lr_grid_run(tmp_path, retries=1)
+    tables = RayStageRunner(planted.misbehaving).run(run, faces, StudyObserver())
+    trials = tables.trials.set_index("lr")
+    assert len(trials) == 6 and trials.index.is_unique
+    oom = trials.loc[0.5]
+    assert oom["status"] == "errored" and oom["retries"] == 1
+    assert "can't allocate memory" in oom["error"]
+    assert trials.loc[0.6, "status"] == "completed" and trials.loc[0.6, "val_acc"] == 0.63
+    for lr in (0.4, 0.3, 0.2):  # no usable score: never ranked, never a cutoff
+        assert trials.loc[lr, "status"] in ("completed", "stopped_by_asha"), lr
+        assert not math.isfinite(trials.loc[lr, "val_acc"]), lr
+    cutoffs = trials["asha_cutoff"].dropna()
+    assert cutoffs.map(math.isfinite).all()

@@ -26,7 +26,7 @@ from orchestrator.search.stage import StageRun
 from orchestrator.session import load_study_data
 from orchestrator.study.folder import StudyFolder
 from orchestrator.study.observer import StudyObserver
-from orchestrator.study.pipeline import Study
+from orchestrator.study.pipeline import PENALTY_LIMIT, Study
 from orchestrator.study.spec import PRESETS, parse_spec
 from orchestrator.tracking.store import embedded_uri
 from tests.conftest import BABYSIT, FACES, assert_one_line_error, babysit_here
@@ -34,13 +34,14 @@ from tests.orchestrator import planted
 from tests.orchestrator.tracking.mlflow_checks import assert_study_recorded
 from trainables.datasets import load_data
 from trainables.errors import BabysitterError
+from trainables.sanity import penalty_limit
 from trainables.status import FINISHED
 
 FAULTS_SPEC = f"""
 name: faults
 trial: {{dataset: faces, data: {FACES}, train_subset: 600}}
 search_space:
-  lr: {{grid: [{planted.FAILS_ONCE_LR}, 1000.0, {planted.ALWAYS_FAILS_LR}]}}
+  lr: {{grid: [{planted.FAILS_ONCE_LR}, 1000.0, {planted.ALWAYS_FAILS_LR}, {planted.TORN_LR}]}}
   l2: {{loguniform: [1.0e-5, 1.0e-3]}}
 coarse: {{trials: 1, epochs: 3, search: grid, scheduler: {{type: fifo}}}}
 fine: {{trials: 1, epochs: 2, search: grid, scheduler: {{type: fifo}}}}
@@ -61,7 +62,9 @@ def test_a_trial_that_raises_is_retried_from_its_checkpoint_and_the_stage_comple
     folder = StudyFolder(tmp_path / "study")
     folder.create(spec, Step.FINAL)
     runner = RayStageRunner(planted.flaky_trainable(markers))
-    study = Study(folder, spec, data, runner, [ConsoleObserver()], skip_sanity=True)
+    lines: list[str] = []
+    observers = [ConsoleObserver(lines.append)]
+    study = Study(folder, spec, data, runner, observers, skip_sanity=True)
     summary = study.run(Step.COARSE).to_dict()  # the fine stage and final: test_study_api
 
     coarse = pd.read_parquet(folder.results / "coarse.parquet").set_index("lr")
@@ -75,7 +78,15 @@ def test_a_trial_that_raises_is_retried_from_its_checkpoint_and_the_stage_comple
     always = coarse.loc[planted.ALWAYS_FAILS_LR]
     assert always["status"] == "errored" and "planted: this trial always fails" in always["error"]
 
-    assert summary["coarse"]["lr"] == planted.FAILS_ONCE_LR
+    torn = coarse.loc[planted.TORN_LR]  # its stored checkpoint was cut short: begun again
+    assert torn["status"] == "completed" and torn["retries"] == 1
+    assert (markers / f"3-{planted.TORN_LR:g}.starts").read_text() == "0\n1\n"
+    assert list(epochs[epochs["trial_id"] == torn["trial_id"]]["epoch"]) == [1, 2, 3]
+    (warned,) = [line for line in lines if line.startswith("warning  coarse trial")]
+    assert f"trial {torn['trial_id']}: its checkpoint " in warned
+    assert warned.endswith("epoch-2.pt is missing or cannot be read; the trial starts again")
+
+    assert summary["coarse"]["lr"] in (planted.FAILS_ONCE_LR, planted.TORN_LR)
 
 
 def auto_lr_spec(folder: Path) -> Path:
@@ -317,6 +328,17 @@ fine: {{trials: 1, epochs: 1}}
     assert set(trials["optimizer"]) <= {"sgd", "adam"}
 
 
+def local_study(
+    spec, tmp_path: Path, cache_dir: Path, trainable=None, observers=()
+) -> tuple[Study, StudyFolder]:
+    """``spec`` in a new study folder, run by the in-process runner, sanity checks skipped."""
+    folder = StudyFolder(tmp_path / "study")
+    folder.create(spec, Step.FINAL)
+    runner = LocalStageRunner(trainable) if trainable else LocalStageRunner()
+    data = load_data(spec.base_config(), cache_dir)
+    return Study(folder, spec, data, runner, observers, skip_sanity=True), folder
+
+
 def test_a_coarse_stage_where_every_trial_diverges_stops_the_study_in_one_line(tmp_path, cache_dir):
     spec = parse_spec(
         f"""
@@ -328,10 +350,48 @@ fine: {{trials: 1, epochs: 1}}
 """,
         "explode",
     )
-    data = load_data(spec.base_config(), cache_dir)
-    folder = StudyFolder(tmp_path / "study")
-    folder.create(spec, Step.FINAL)
-    study = Study(folder, spec, data, LocalStageRunner(), skip_sanity=True)
+    study, folder = local_study(spec, tmp_path, cache_dir)
     with pytest.raises(BabysitterError, match=r"coarse stage has no usable trial \(2 diverged\)"):
         study.run()
     assert not folder.narrowing_file.exists()
+
+
+L2_SPEC = f"""
+name: l2cap
+trial: {{dataset: faces, data: {FACES}, train_subset: 300}}
+search_space:
+  lr: {{loguniform: [1.0e-3, 1.0e-2]}}
+  l2: {{loguniform: [{{low}}, 10.0]}}
+coarse: {{trials: 6, epochs: 1, scheduler: {{type: fifo}}}}
+fine: {{trials: 3, epochs: 1, scheduler: {{type: fifo}}}}
+narrowing: {{top_k: 3}}
+"""
+
+
+def test_no_stage_searches_l2_where_its_penalty_swamps_the_loss(tmp_path, cache_dir):
+    spec = parse_spec(L2_SPEC.replace("{low}", "1.0e-5"), "l2cap")
+    lines: list[str] = []
+    study, folder = local_study(
+        spec, tmp_path, cache_dir, planted.scored_by_l2, [ConsoleObserver(lines.append)]
+    )
+    limit = penalty_limit(spec.base_config(), study.data, PENALTY_LIMIT)
+    assert 1e-5 < limit < 1.0  # a third of the spec's decades or more lie above it
+    study.run(Step.FINE)
+
+    for stage in ("coarse", "fine"):
+        l2 = pd.read_parquet(folder.results / f"{stage}.parquet")["l2"]
+        assert len(l2) > 0 and (l2 <= limit).all(), (stage, list(l2), limit)
+    capped = [line for line in lines if line.startswith("search   l2 ")]
+    assert capped == [
+        f"search   l2 loguniform[1e-05, 10] -> loguniform[1e-05, {limit:.3g}]: above it the "
+        "initial L2 penalty exceeds 10 x ln C"
+    ]
+    assert folder.read_narrowing("fine").space()["l2"].values[1] <= limit
+
+
+def test_an_l2_range_wholly_above_the_penalty_limit_is_refused_in_one_line(tmp_path, cache_dir):
+    spec = parse_spec(L2_SPEC.replace("{low}", "5.0"), "l2cap")
+    study, folder = local_study(spec, tmp_path, cache_dir)
+    with pytest.raises(BabysitterError, match=r"search_space.l2=.* starts at or above .* give l2"):
+        study.run()
+    assert not (folder.results / "coarse.parquet").exists()

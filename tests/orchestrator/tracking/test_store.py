@@ -18,7 +18,9 @@ from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 from mlflow import MlflowClient
 
 from orchestrator import session
@@ -44,6 +46,7 @@ from tests.conftest import (
     seed_store,
 )
 from tests.orchestrator.tracking.mlflow_checks import assert_study_recorded, tree
+from trainables.model import SeedCNN
 
 MANY_SPEC = """
 name: many
@@ -315,3 +318,45 @@ def test_a_moved_study_shows_its_own_artifacts_in_the_ui(tmp_path, cache_dir, em
     finally:
         os.killpg(ui.pid, signal.SIGTERM)
         ui.wait(timeout=30)
+
+
+def test_the_logged_final_model_loads_and_predicts_without_pickle(finished_study, cache_dir):
+    """Served from a copy of its run's artifacts, in a process that has no study: the logged
+    model rebuilds the net on this machine's device and gives the checkpoint's logits."""
+    study, out = finished_study
+    assert "Failed to validate serving input example" not in out
+    client = MlflowClient(embedded_uri(study))
+    (final,) = client.search_runs(
+        [client.get_experiment_by_name("report").experiment_id], "tags.stage = 'final'"
+    )
+    uri = final.data.tags["model"]
+    script = f"""
+import json, os, mlflow, numpy as np, torch
+assert "MLFLOW_ALLOW_PICKLE_DESERIALIZATION" not in os.environ
+mlflow.set_tracking_uri({embedded_uri(study)!r})
+example = np.load({str(study / "final" / "input_example.npy")!r})
+model = mlflow.pyfunc.load_model({uri!r})
+logits = model.predict(example)
+print(json.dumps({{"shape": list(logits.shape), "logits": logits.tolist()}}))
+"""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_ALLOW")}
+    served = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd="/",
+        timeout=120,
+    )
+    assert served.returncode == 0, served.stderr[-2000:]
+    got = json.loads(served.stdout.splitlines()[-1])
+    assert got["shape"] == [2, 2]
+
+    saved = torch.load(study / "final" / "checkpoint.pt", weights_only=True)
+    example = np.load(study / "final" / "input_example.npy")
+    switches = {k: saved["config"][k] for k in ("batch_norm", "he_init", "dropout", "width")}
+    model = SeedCNN(example.shape[1], 2, example.shape[2:], **switches)
+    model.load_state_dict(saved["model"])
+    with torch.no_grad():
+        expected = model.eval()(torch.as_tensor(example)).numpy()
+    assert np.allclose(got["logits"], expected, atol=1e-5)

@@ -1,0 +1,42 @@
+"""The final model as MLflow serves it: an MLflow model from code that rebuilds the seed CNN
+from its settings and weights (read with ``weights_only``, no pickle) on the device of the
+machine that loads it. A ``torch.export`` archive keeps the device it was traced on, so one
+logged on a CPU would not load on a GPU node, nor one traced on a GPU on a CPU server."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import mlflow
+import numpy as np
+import torch
+from mlflow.pyfunc import PythonModel
+
+from trainables.model import SeedCNN
+
+# store.WEIGHTS (this file runs where only trainables/ comes along): {"settings", "state"}
+WEIGHTS = "weights"
+
+
+class ServedModel(PythonModel):
+    """Normalized images (N, C, H, W) in, class logits (N, classes) out."""
+
+    def load_context(self, context: Any) -> None:
+        chosen = (context.model_config or {}).get("device")
+        self.device = torch.device(chosen or ("cuda" if torch.cuda.is_available() else "cpu"))
+        saved = torch.load(context.artifacts[WEIGHTS], map_location=self.device, weights_only=True)
+        settings = dict(saved["settings"])
+        in_channels, classes, size = (settings.pop(k) for k in ("in_channels", "classes", "size"))
+        model = SeedCNN(in_channels, classes, tuple(size), **settings)
+        model.load_state_dict(saved["state"])
+        self.model = model.to(self.device).eval()
+
+    def predict(
+        self, context: Any, model_input: np.ndarray, params: dict[str, Any] | None = None
+    ) -> np.ndarray:
+        images = torch.as_tensor(np.asarray(model_input, dtype=np.float32), device=self.device)
+        with torch.no_grad():
+            return self.model(images).float().cpu().numpy()
+
+
+mlflow.models.set_model(ServedModel())

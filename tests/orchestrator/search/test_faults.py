@@ -1,0 +1,95 @@
+"""Faults as a cluster deals them (Ray's release tests kill random nodes every few seconds):
+trial workers SIGKILLed at random during a stage; every trial ends with a status, held once
+in the tables and in MLflow, no run left RUNNING."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import threading
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from orchestrator import session
+from orchestrator.names import BudgetName, Step
+from orchestrator.search.ray_stage import RayStageRunner
+from orchestrator.study.folder import StudyFolder
+from orchestrator.study.spec import parse_spec
+from orchestrator.tracking.store import embedded_uri
+from tests.conftest import FACES, seed_store
+from tests.orchestrator.tracking.mlflow_checks import assert_stage_recorded, tree
+
+SPEC = f"""
+name: faults
+trial: {{dataset: faces, data: {FACES}, train_subset: 200, threads: 1}}
+search_space: {{lr: {{loguniform: [1.0e-3, 1.0e-1]}}}}
+coarse: {{trials: 6, epochs: 4, scheduler: {{type: fifo}}}}
+fine: {{trials: 1, epochs: 1}}
+resources: {{max_concurrent: 2}}
+retries: 30
+min_rung_steps: 1
+"""
+
+
+def trial_workers(older_than: float) -> list[int]:
+    """Ray's processes running a trial (their title names the trainable's actor) that have
+    lived ``older_than`` seconds: one just restarted gets to train before it is killed again."""
+    ticks, uptime = os.sysconf("SC_CLK_TCK"), float(Path("/proc/uptime").read_text().split()[0])
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            title = (proc / "cmdline").read_bytes().replace(b"\0", b" ")
+            started = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[19]) / ticks
+        except (OSError, IndexError, ValueError):  # ended meanwhile
+            continue
+        if title.startswith(b"ray::ImplicitFunc") and uptime - started > older_than:
+            found.append(int(proc.name))
+    return found
+
+
+class Killer(threading.Thread):
+    """SIGKILLs a random trial worker every ``every`` seconds, ``most`` times at most (a
+    restarted trial needs a few seconds to train again: killed on and on, it never would)."""
+
+    def __init__(self, every: float, most: int) -> None:
+        super().__init__(daemon=True)
+        self.every, self.most, self.kills, self.done = every, most, 0, threading.Event()
+
+    def run(self) -> None:
+        chance = random.Random(0)
+        while self.kills < self.most and not self.done.wait(self.every):
+            workers = trial_workers(older_than=self.every)
+            if workers:
+                try:
+                    os.kill(chance.choice(workers), signal.SIGKILL)
+                    self.kills += 1
+                except ProcessLookupError:
+                    pass
+
+
+@pytest.mark.slow
+def test_trial_workers_killed_at_random_lose_nothing(tmp_path, cache_dir, local_ray, empty_store):
+    folder = StudyFolder(seed_store(tmp_path / "study", empty_store))
+    options = session.SessionOptions(cache_dir, echo=print, runner=RayStageRunner())
+    killer = Killer(every=2.5, most=6)
+    killer.start()
+    try:
+        spec = parse_spec(SPEC, "faults")
+        session.run_new(spec, folder, Step.COARSE, BudgetName.FULL, options, skip_sanity=True)
+    finally:
+        killer.done.set()
+        killer.join()
+    assert killer.kills >= 5, f"only {killer.kills} workers killed"
+    trials = pd.read_parquet(folder.results / "coarse.parquet")
+    assert len(trials) == 6 and trials["trial_id"].is_unique
+    errors = trials.loc[trials["status"] != "completed", ["trial_id", "retries", "error"]]
+    assert errors.empty, errors.to_dict("records")
+    assert trials["retries"].sum() >= 1
+    epochs = pd.read_parquet(folder.results / "coarse_epochs.parquet")
+    assert len(epochs) == 24 and not epochs.duplicated(["trial_id", "epoch"]).any()
+    assert_stage_recorded(embedded_uri(folder.path), "faults", folder.path, "coarse")
+    (_, runs) = tree(embedded_uri(folder.path), "faults")["coarse"]
+    assert all(run.info.status == "FINISHED" for run in runs)
