@@ -13,8 +13,12 @@ import shutil
 from pathlib import Path
 
 KEPT = ".tune-state"  # in the stage folder
-PATTERNS = ("experiment_state-*.json", "basic-variant-state-*.json", "searcher-state-*.pkl")
-PATTERNS += ("tuner.pkl",)
+PATTERNS = (
+    "experiment_state-*.json",
+    "basic-variant-state-*.json",
+    "searcher-state-*.pkl",
+    "tuner.pkl",
+)
 
 
 def whole(path: Path) -> bool:
