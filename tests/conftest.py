@@ -63,7 +63,7 @@ def local_ray():
     """A local Ray runtime in the test process, for tests that call the orchestrator in-process."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init("local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
 

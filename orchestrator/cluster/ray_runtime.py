@@ -36,8 +36,9 @@ def ray_runtime(address: str | None = None, *, needed: bool = True) -> Iterator[
         logging.ERROR
     )
     local = address is None and "RAY_ADDRESS" not in os.environ
+    # "local": never join a cluster someone else started on this machine with `ray start`
     ray.init(
-        address=address,
+        address="local" if local else address,
         log_to_driver=False,
         logging_level=logging.WARNING,
         **({"include_dashboard": False} if local else {}),

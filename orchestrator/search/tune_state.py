@@ -1,18 +1,18 @@
 """Tune's experiment state in a stage's folder, kept whole. Tune saves it in its driver's
-staging folder, then copies it into the stage folder; a driver killed during that copy leaves
-a file cut short there (seen: a 0-byte ``experiment_state``, which Tune restored as one trial
-with no settings). A copy of each file, taken while it reads back whole, stands in for a
-damaged one when the stage is restored."""
+staging folder, then copies it into the stage folder; a driver killed during that copy, or a
+full disk, leaves a file cut short there (seen: a 0-byte ``experiment_state``, which Tune
+restored as one trial with no settings). A snapshot of all the files, taken together while
+each reads back whole, stands in for them when one is damaged at a restore."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
 from pathlib import Path
 
 KEPT = ".tune-state"  # in the stage folder
+CURRENT = "current"  # in KEPT: the name of the slot that holds the last whole snapshot
 PATTERNS = (
     "experiment_state-*.json",
     "basic-variant-state-*.json",
@@ -36,36 +36,74 @@ def whole(path: Path) -> bool:
     return data.endswith(b".")
 
 
+def _state_files(stage: Path) -> list[Path]:
+    return [path for pattern in PATTERNS for path in sorted(stage.glob(pattern))]
+
+
 def keep(stage: Path) -> None:
-    """Copy each state file that reads back whole and changed since its last copy."""
+    """Copy Tune's state files, all of them together and only while each reads back whole:
+    the experiment's trial list and the searcher's count must agree (mixing a newer searcher
+    with an older trial list loses the trials created in between). Two slots take turns; the
+    small ``current`` file, replaced last, names the snapshot that is whole."""
+    files = _state_files(stage)
+    try:
+        if not files or not all(whole(path) for path in files):
+            return
+        snapshot = _snapshot(stage)
+        newest = max(path.stat().st_mtime for path in files)
+        unchanged = (
+            snapshot is not None
+            and snapshot.stat().st_mtime >= newest
+            and _names(snapshot) == {path.name for path in files}
+        )
+        if not unchanged:
+            other = "b" if snapshot is not None and snapshot.name == "a" else "a"
+            _take(stage / KEPT, files, other)
+    except OSError:  # a file replaced under us, or a full disk: the last snapshot stands
+        return
+
+
+def _take(kept: Path, files: list[Path], name: str) -> None:
+    slot = kept / name
+    shutil.rmtree(slot, ignore_errors=True)
+    slot.mkdir(parents=True)
+    for path in files:
+        shutil.copy2(path, slot / path.name)
+    if not all(whole(slot / path.name) for path in files):  # Tune rewrote one meanwhile
+        return
+    newest = max((slot / path.name).stat().st_mtime for path in files)
+    os.utime(slot, (newest, newest))
+    aside = kept / ".current.tmp"
+    aside.write_text(name)
+    os.replace(aside, kept / CURRENT)
+
+
+def _snapshot(stage: Path) -> Path | None:
+    """The last snapshot taken together (a folder of whole state files), if any."""
     kept = stage / KEPT
-    for pattern in PATTERNS:
-        for path in stage.glob(pattern):
-            copy = kept / path.name
-            with contextlib.suppress(OSError):
-                if copy.exists() and copy.stat().st_mtime >= path.stat().st_mtime:
-                    continue
-                if not whole(path):
-                    continue
-                kept.mkdir(exist_ok=True)
-                aside = copy.with_name(f".{copy.name}.tmp")
-                shutil.copy2(path, aside)
-                os.replace(aside, copy)
+    try:
+        slot = kept / (kept / CURRENT).read_text().strip()
+    except OSError:
+        return None
+    return slot if slot.is_dir() and all(whole(p) for p in slot.iterdir()) else None
+
+
+def _names(folder: Path) -> set[str]:
+    return {path.name for path in folder.iterdir()}
 
 
 def repair(stage: Path) -> list[str]:
-    """Before a restore: put the last whole copy in place of each damaged state file, and set
-    aside a damaged one without a copy (Tune then starts the stage anew rather than restore
-    nonsense). Returns the names repaired or set aside."""
-    touched = []
-    for pattern in PATTERNS:
-        for path in stage.glob(pattern):
-            if whole(path):
-                continue
-            copy = stage / KEPT / path.name
-            if copy.exists():
-                shutil.copy2(copy, path)
-            else:
-                path.rename(path.with_name(f"{path.name}.damaged"))
-            touched.append(path.name)
-    return touched
+    """Before a restore: when a state file is damaged, put the last snapshot in place of all
+    of them (the files set aside as ``.damaged``), or, without one, set them all aside: Tune
+    then starts the stage anew rather than restore a trial list its searcher disagrees with.
+    Returns the names set aside."""
+    files = _state_files(stage)
+    if all(whole(path) for path in files):
+        return []
+    for path in files:
+        path.rename(path.with_name(f"{path.name}.damaged"))
+    snapshot = _snapshot(stage)
+    if snapshot is not None:
+        for path in snapshot.iterdir():
+            shutil.copy2(path, stage / path.name)
+    return [path.name for path in files]

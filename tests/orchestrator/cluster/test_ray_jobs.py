@@ -3,10 +3,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +18,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
+from orchestrator.cluster.ray_runtime import ray_runtime
 from orchestrator.tracking.store import embedded_uri
 from tests.conftest import BABYSIT, FACES, assert_one_line_error
 from tests.orchestrator.tracking.mlflow_checks import assert_study_recorded
@@ -25,6 +30,7 @@ class Cluster:
     address: str
     env: dict[str, str]
     token: str
+    temp: Path  # the cluster's RAY_TMPDIR: `ray start` notes its address in temp/ray
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +49,9 @@ def cluster(tmp_path_factory, cache_dir):
         "BABYSITTER_CACHE": str(cache_dir),
     }
     gcs, dashboard = free_port(), free_port()
+    temp = Path(tempfile.mkdtemp(prefix="bsray-"))  # short: Ray's socket paths live under it
     ray = [str(venv / "ray"), "start", "--node-ip-address=127.0.0.1", "--num-cpus=1"]
-    head = ["--head", f"--port={gcs}", "--dashboard-host=127.0.0.1"]
+    head = ["--head", f"--port={gcs}", "--dashboard-host=127.0.0.1", f"--temp-dir={temp}/ray"]
     head.append(f"--dashboard-port={dashboard}")
     start = {"env": env, "capture_output": True, "text": True, "timeout": 180}
     try:
@@ -52,9 +59,34 @@ def cluster(tmp_path_factory, cache_dir):
         assert proc.returncode == 0, proc.stderr
         proc = subprocess.run([*ray, f"--address=127.0.0.1:{gcs}"], **start)
         assert proc.returncode == 0, proc.stderr
-        yield Cluster(f"http://127.0.0.1:{dashboard}", env, token)
+        yield Cluster(f"http://127.0.0.1:{dashboard}", env, token, temp)
     finally:
-        subprocess.run([str(venv / "ray"), "stop", "--force"], **start)
+        kill_processes_of(temp)  # not `ray stop`: it would stop every Ray on this machine
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def kill_processes_of(temp: Path) -> None:
+    """SIGKILL the Ray processes whose command line names ``temp``, and their children."""
+    parents: dict[int, int] = {}
+    named: set[int] = set()
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit():
+                parents[int(proc.name)] = int(
+                    (proc / "stat").read_text().rsplit(")", 1)[1].split()[1]
+                )
+                if str(temp) in (proc / "cmdline").read_bytes().decode(errors="replace"):
+                    named.add(int(proc.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    doomed, grew = set(named), True
+    while grew:
+        children = {pid for pid, parent in parents.items() if parent in doomed} - doomed
+        doomed |= children
+        grew = bool(children)
+    for pid in doomed:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def babysit_on(cluster: Cluster, *args, env: dict[str, str] | None = None, timeout: float = 300):
@@ -138,3 +170,16 @@ def test_a_wrong_or_missing_token_or_address_fails_in_one_line_and_submits_nothi
     assert_one_line_error(relative, "--study-dir studies/x", "absolute path", "every node")
     assert job_count(cluster) == before
     assert not (tmp_path / "s").exists()
+
+
+def test_a_local_study_never_joins_a_cluster_started_on_the_same_machine(cluster, monkeypatch):
+    """Ray's own default joins the cluster that `ray start` last noted on this machine; a
+    study without --address must run on a runtime of its own instead."""
+    import ray
+
+    monkeypatch.setenv("RAY_TMPDIR", str(cluster.temp))  # where that note is found
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert (cluster.temp / "ray" / "ray_current_cluster").exists()
+    with ray_runtime():
+        nodes = [n for n in ray.nodes() if n["Alive"]]
+        assert len(nodes) == 1 and nodes[0]["Resources"]["CPU"] == os.cpu_count()
