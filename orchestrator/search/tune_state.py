@@ -47,7 +47,7 @@ def keep(stage: Path) -> None:
     small ``current`` file, replaced last, names the snapshot that is whole."""
     files = _state_files(stage)
     try:
-        if not files or not all(whole(path) for path in files):
+        if not _restorable(files) or not all(whole(path) for path in files):
             return
         snapshot = _snapshot(stage)
         newest = max(path.stat().st_mtime for path in files)
@@ -85,7 +85,16 @@ def _snapshot(stage: Path) -> Path | None:
         slot = kept / (kept / CURRENT).read_text().strip()
     except OSError:
         return None
-    return slot if slot.is_dir() and all(whole(p) for p in slot.iterdir()) else None
+    if not slot.is_dir():
+        return None
+    files = list(slot.iterdir())
+    return slot if _restorable(files) and all(whole(p) for p in files) else None
+
+
+def _restorable(files: list[Path]) -> bool:
+    """Whether these are enough for Tune to restore from: its tuner and a trial list."""
+    names = [path.name for path in files]
+    return "tuner.pkl" in names and any(n.startswith("experiment_state-") for n in names)
 
 
 def _names(folder: Path) -> set[str]:

@@ -71,6 +71,9 @@ def test_the_trial_list_and_the_searcher_come_back_together_never_mixed(tmp_path
 
 def test_a_damaged_state_without_a_snapshot_is_set_aside_so_the_stage_starts_anew(tmp_path):
     state, searcher, tuner = tune_state(tmp_path, trials=2)
+    state.unlink()
+    keep(tmp_path)  # the tuner alone, before Tune wrote a trial list: nothing to restore from
+    state, searcher, tuner = tune_state(tmp_path, trials=2)
     state.write_text('{"trial_data": [["{')
     assert tune.Tuner.can_restore(tmp_path)
     assert sorted(repair(tmp_path)) == sorted(p.name for p in (state, searcher, tuner))
