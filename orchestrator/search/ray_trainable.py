@@ -3,17 +3,20 @@ Tune, with a checkpoint, and restores a trial from the epoch Tune restores it to
 
 Tune's checkpoints are markers of a few bytes (the epoch), all kept; the state itself is the
 trial's own file, `checkpoints/<trial>/epoch-N.pt` in the stage folder, the last two epochs
-kept (hard links to the file the loop replaces whole each epoch). With one real Tune
-checkpoint kept per trial, a driver killed between Tune deleting the older one and saving its
-experiment state restored the trial from a checkpoint that was gone, and every retry failed.
+and those of the last minute kept (hard links to the file the loop replaces whole each
+epoch). With one real Tune checkpoint kept per trial, a driver killed between Tune deleting
+the older one and saving its experiment state restored the trial from a checkpoint that was
+gone, and every retry failed.
 A restored trial starts from the epoch Tune knows (later epochs run again: Tune may never
 have seen their results); when that epoch's file is gone or cut short, from epoch 1."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,6 +32,7 @@ from trainables.train import DIVERGED, EpochReport, train
 
 CHECKPOINTS = "checkpoints"  # the stage folder's subfolder of trial checkpoints
 KEPT_EPOCHS = 2
+KEPT_SECONDS = 60.0
 
 
 def trial_folder(checkpoints: Path) -> Path:
@@ -91,13 +95,19 @@ def _restore(folder: Path) -> str:
 
 
 def _keep(folder: Path, state: Path, epoch: int) -> None:
-    """Link the epoch's state (the loop has just written it) and drop the older ones."""
+    """Link the epoch's state (the loop has just written it) and drop the older ones that
+    Tune can no longer restore the trial to: beyond the last two epochs and older than
+    KEPT_SECONDS (Tune's saved state lags by time, not epochs: with epochs of 0.2 s it knew
+    epoch 4 of a trial killed at epoch 6, whose epoch-4 file was gone)."""
     saved = folder / f"epoch-{epoch}.pt"
     saved.unlink(missing_ok=True)
     _link(state, saved)
+    now = time.time()
     for old in folder.glob("epoch-*.pt"):
-        if int(old.stem.removeprefix("epoch-")) <= epoch - KEPT_EPOCHS:
-            old.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            past = int(old.stem.removeprefix("epoch-")) <= epoch - KEPT_EPOCHS
+            if past and now - old.stat().st_mtime > KEPT_SECONDS:
+                old.unlink()
 
 
 def _link(source: Path, target: Path) -> None:
