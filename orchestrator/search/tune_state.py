@@ -46,19 +46,18 @@ def keep(stage: Path) -> None:
     with an older trial list loses the trials created in between). Two slots take turns; the
     small ``current`` file, replaced last, names the snapshot that is whole."""
     files = _state_files(stage)
+    kept = stage / KEPT
     try:
-        if not _restorable(files) or not all(whole(path) for path in files):
-            return
-        snapshot = _snapshot(stage)
-        newest = max(path.stat().st_mtime for path in files)
+        slot = _current_slot(kept)
+        newest = max((path.stat().st_mtime for path in files), default=0.0)
         unchanged = (
-            snapshot is not None
-            and snapshot.stat().st_mtime >= newest
-            and _names(snapshot) == {path.name for path in files}
+            slot is not None
+            and slot.stat().st_mtime >= newest
+            and {p.name for p in slot.iterdir()} == {p.name for p in files}
         )
-        if not unchanged:
-            other = "b" if snapshot is not None and snapshot.name == "a" else "a"
-            _take(stage / KEPT, files, other)
+        if unchanged or not _restorable(files) or not all(whole(path) for path in files):
+            return
+        _take(kept, files, "b" if slot is not None and slot.name == "a" else "a")
     except OSError:  # a file replaced under us, or a full disk: the last snapshot stands
         return
 
@@ -78,14 +77,19 @@ def _take(kept: Path, files: list[Path], name: str) -> None:
     os.replace(aside, kept / CURRENT)
 
 
-def _snapshot(stage: Path) -> Path | None:
-    """The last snapshot taken together (a folder of whole state files), if any."""
-    kept = stage / KEPT
+def _current_slot(kept: Path) -> Path | None:
+    """The slot ``current`` names (only ever written after its snapshot was found whole)."""
     try:
         slot = kept / (kept / CURRENT).read_text().strip()
     except OSError:
         return None
-    if not slot.is_dir():
+    return slot if slot.is_dir() else None
+
+
+def _snapshot(stage: Path) -> Path | None:
+    """The last snapshot taken together (a folder of whole state files), if any."""
+    slot = _current_slot(stage / KEPT)
+    if slot is None:
         return None
     files = list(slot.iterdir())
     return slot if _restorable(files) and all(whole(p) for p in files) else None
@@ -95,10 +99,6 @@ def _restorable(files: list[Path]) -> bool:
     """Whether these are enough for Tune to restore from: its tuner and a trial list."""
     names = [path.name for path in files]
     return "tuner.pkl" in names and any(n.startswith("experiment_state-") for n in names)
-
-
-def _names(folder: Path) -> set[str]:
-    return {path.name for path in folder.iterdir()}
 
 
 def repair(stage: Path) -> list[str]:
