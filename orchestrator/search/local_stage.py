@@ -1,7 +1,8 @@
 """The stage runner without Ray: trials one after another in this process, with ASHA's rule
 applied at each rung as results arrive (what Ray's ASHA does with one trial slot). It runs the
-pipeline's logic in tests and tiny studies in seconds. A stage it leaves unfinished starts again
-from its first trial."""
+pipeline's logic in tests and tiny studies in seconds. A stage it leaves unfinished goes on
+from the trial it was running (which starts again), its rungs and finished trials kept in the
+stage's folder in the study, as the Ray runner keeps them."""
 
 from __future__ import annotations
 
@@ -15,8 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.names import METRIC
+from orchestrator.search.epoch_log import Ended, append_end, append_epoch, read_log, settled
 from orchestrator.search.results import (
     ERRORED,
+    ROW_COLUMNS,
     STOPPED,
     StageTables,
     TrialRecord,
@@ -24,7 +27,7 @@ from orchestrator.search.results import (
     stage_tables,
     trial_status,
 )
-from orchestrator.search.rungs import rungs_of
+from orchestrator.search.rungs import DECISIONS_FILE, Rungs, rungs_of
 from orchestrator.search.stage import StageRun, Tally
 from orchestrator.study.observer import StudyObserver, TrialInfo
 from trainables.checkpoint import CHECKPOINT_NAME
@@ -43,16 +46,27 @@ class LocalStageRunner:
 
     def run(self, run: StageRun, data: DataSplits, events: StudyObserver) -> StageTables:
         base = run.trial_base()
-        rungs = rungs_of(run)
-        prefix = f"{zlib.crc32(str(run.path).encode()) & 0xFFFFF:05x}"
+        run.path.mkdir(parents=True, exist_ok=True)
+        rungs = rungs_of(run, run.path / DECISIONS_FILE)
+        rows, ends = read_log(run.path)
+        if ends:
+            events.stage_resumed(run.name, run.path)
+        prefix = _prefix(run, [*rows, *ends])
         tally, start = Tally(run.trial_count), time.monotonic()
         records: list[TrialRecord] = []
         for i, params in enumerate(samples(run)):
             trial = TrialInfo(f"{prefix}_{i:05d}", params)
-            events.trial_started(run.name, trial)
-            record = self._trial(run, trial, base.replace(**params), data, events, rungs)
+            ended = ends.get(trial.trial_id)
+            if ended is not None:
+                record = _ended(trial, ended, rows.get(trial.trial_id, []), rungs)
+            else:
+                events.trial_started(run.name, trial)
+                record = self._trial(run, trial, base.replace(**params), data, events, rungs)
+                append_end(
+                    run.path, trial.trial_id, Ended(record.status, record.retries, record.error)
+                )
+                events.trial_finished(run.name, trial, record.status, len(record.history))
             records.append(record)
-            events.trial_finished(run.name, trial, record.status, len(record.history))
             scores = [s for s in map(_score, records) if s is not None]
             statuses = [r.status for r in records]
             shown = tally.update(statuses, scores, time.monotonic() - start)
@@ -70,6 +84,7 @@ class LocalStageRunner:
             row["time_total_s"] = time.monotonic() - start
             row["timestamp"] = time.time()
             rows.append(row)
+            append_epoch(run.path, trial.trial_id, row, ROW_COLUMNS)
             events.trial_epoch(run.name, trial, row)
             if report.status != TrialStatus.RUNNING:
                 return
@@ -99,13 +114,31 @@ class LocalStageRunner:
                     status, error = ERRORED, f"{type(exc).__name__}: {exc}"[:200]
                 break
         stopped_at = rungs.stopping().get(trial.trial_id) if status == STOPPED else None
+        history = history_frame(settled(rows))
         return TrialRecord(
-            trial.trial_id, status, trial.config, history_frame(rows), retries, error, stopped_at
+            trial.trial_id, status, trial.config, history, retries, error, stopped_at
         )
 
 
 class _Stopped(Exception):
     pass
+
+
+def _ended(trial: TrialInfo, ended: Ended, rows: list[dict], rungs: Rungs) -> TrialRecord:
+    """A trial that finished before the stage was interrupted, as the stage's log keeps it."""
+    stopped_at = rungs.stopping().get(trial.trial_id) if ended.status == STOPPED else None
+    history = history_frame(settled(rows))
+    return TrialRecord(
+        trial.trial_id, ended.status, trial.config, history, ended.retries, ended.error, stopped_at
+    )
+
+
+def _prefix(run: StageRun, logged: list[str]) -> str:
+    """The stage's trial id prefix: the one its log already uses (the study folder may have
+    moved since), or one from its folder's path."""
+    for trial_id in logged:
+        return trial_id.rsplit("_", 1)[0]
+    return f"{zlib.crc32(str(run.path).encode()) & 0xFFFFF:05x}"
 
 
 def samples(run: StageRun) -> Iterator[dict[str, Any]]:

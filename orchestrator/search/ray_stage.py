@@ -3,7 +3,6 @@ started fresh or restored from the stage's own folder after an interruption."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
@@ -16,10 +15,12 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from orchestrator.names import METRIC, MODE
+from orchestrator.search.epoch_log import append_epoch, read_log, settled
 from orchestrator.search.ray_trainable import CHECKPOINTS, run_trial
 from orchestrator.search.results import (
     DIVERGED,
     ERRORED,
+    ROW_COLUMNS,
     STOPPED,
     StageTables,
     TrialRecord,
@@ -78,7 +79,11 @@ class RayStageRunner:
             events.stage_ended(run.name)
         trials = tune.ExperimentAnalysis(str(run.path)).trials
         stops = rungs_of(run, run.path / DECISIONS_FILE).stopping()
-        records = [_record(t, run.stage.epochs, stops.get(t.trial_id)) for t in trials]
+        rows = read_log(run.path)[0]
+        records = [
+            _record(t, rows.get(t.trial_id, []), run.stage.epochs, stops.get(t.trial_id))
+            for t in trials
+        ]
         return stage_tables(run.name, records, base.to_dict())
 
 
@@ -150,6 +155,7 @@ class TuneEvents(tune.Callback):
     def on_trial_result(
         self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
     ) -> None:
+        append_epoch(_stage_folder(trial), trial.trial_id, result, ROW_COLUMNS)
         self.events.trial_epoch(self.stage, _info(trial), result)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -186,10 +192,10 @@ def _info(trial: Any) -> TrialInfo:
     return TrialInfo(trial.trial_id, dict(trial.config))
 
 
-def _record(trial: Any, epochs: int, stopped_at: RungDecision | None) -> TrialRecord:
-    path = Path(trial.path) / "result.json"
-    lines = path.read_text().splitlines() if path.exists() else []
-    history = history_frame(json.loads(line) for line in lines if line.strip())
+def _record(
+    trial: Any, rows: list[dict], epochs: int, stopped_at: RungDecision | None
+) -> TrialRecord:
+    history = history_frame(settled(rows))
     last = history.iloc[-1].to_dict() if len(history) else {}
     status = trial_status(trial.status, last, epochs)
     error = _first_line(trial) if status == ERRORED else ""
@@ -229,8 +235,9 @@ def _scheduler(run: StageRun) -> Any:
 
 class RungScheduler(FIFOScheduler):
     """ASHA on Tune, through the same ``Rungs`` as the in-process runner: Ray's rule, with each
-    decision appended to the stage folder's log, from which a restored stage (whose scheduler
-    Tune rebuilds empty) reads its rungs back."""
+    decision appended to the log in the study's stage folder, from which a restored stage
+    (whose scheduler Tune rebuilds empty) reads its rungs back. Not Tune's staging folder:
+    that one lives in the Ray session, and a resumed study has a new session."""
 
     def __init__(self, grace: int, factor: float, epochs: int) -> None:
         super().__init__()
@@ -242,8 +249,8 @@ class RungScheduler(FIFOScheduler):
             return TrialScheduler.CONTINUE
         if result["epoch"] >= self.epochs:
             return TrialScheduler.STOP
-        if self.rungs is None:  # the folder as it is now: a study folder may have moved
-            log = Path(trial.local_experiment_path) / DECISIONS_FILE
+        if self.rungs is None:  # the study's stage folder as it is now (it may have moved)
+            log = _stage_folder(trial) / DECISIONS_FILE
             self.rungs = Rungs.asha(self.grace, self.factor, self.epochs, log)
         decision = self.rungs.decide(trial.trial_id, int(result["epoch"]), result[METRIC])
         stop = decision is not None and decision.stopped

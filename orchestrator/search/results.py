@@ -22,6 +22,7 @@ METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "images_per_s
 JUDGED = ("val_acc_se", "val_loss_se", "val_loss_initial", "train_penalty", "chance_acc", "folds")
 EPOCH_COLUMNS = ("epoch", *METRICS, *JUDGED, "epoch_seconds", "trial_status", "time_total_s")
 EPOCH_COLUMNS += ("timestamp", "node_ip")  # timestamp: when the epoch was reported (Unix s)
+ROW_COLUMNS = (*EPOCH_COLUMNS, "node_id")  # and per-layer and per-fold columns
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,7 @@ def history_frame(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     frame = pd.DataFrame(list(rows))
     if "epoch" not in frame:
         return pd.DataFrame()
-    keep = [*EPOCH_COLUMNS, "node_id"]
+    keep = list(ROW_COLUMNS)
     keep += sorted(
         c for c in frame.columns if c.startswith(("update_ratio/", "fold")) and c not in keep
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ import numpy as np
 if TYPE_CHECKING:
     from orchestrator.search.stage import StageRun
 
-DECISIONS_FILE = "asha.jsonl"  # in the stage's Tune folder, a line per rung decision
+DECISIONS_FILE = "asha.jsonl"  # in the stage's folder in the study, a line per rung decision
 COLUMNS = ("asha_rung", "asha_score", "asha_cutoff", "asha_compared")  # the stopped trials'
 
 
@@ -64,7 +65,7 @@ class Rungs:
         }
         self.decisions: list[RungDecision] = []
         if log is not None and log.exists():
-            for decision in read_decisions(log):
+            for decision in read_decisions(log, mend=True):
                 self.recorded.setdefault(decision.rung, {})[decision.trial_id] = decision.score
                 self.decisions.append(decision)
 
@@ -79,7 +80,11 @@ class Rungs:
 
     def decide(self, trial_id: str, epoch: int, score: float) -> RungDecision | None:
         """The decision at the highest rung ``epoch`` reached, unless the trial was judged
-        there already; None between rungs."""
+        there already; None between rungs. A trial stopped before an interruption is stopped
+        again at that rung when its restored run gets there (no rung is decided twice)."""
+        stopped = self.stopping().get(trial_id)
+        if stopped is not None and epoch >= stopped.rung:
+            return stopped
         for milestone, recorded in self.recorded.items():
             if epoch < milestone or trial_id in recorded:
                 continue
@@ -111,14 +116,20 @@ def rungs_of(run: StageRun, log: Path | None = None) -> Rungs:
     return Rungs.asha(scheduler.grace_period, scheduler.reduction_factor, run.stage.epochs, log)
 
 
-def read_decisions(path: Path) -> list[RungDecision]:
-    """The decisions in a stage's log; a line cut short by a killed driver is skipped."""
+def read_decisions(path: Path, *, mend: bool = False) -> list[RungDecision]:
+    """The decisions in a stage's log; a line cut short by a killed driver is skipped, and
+    with ``mend`` dropped from the file, so that the next decision starts a line of its own."""
+    text = path.read_text()
     decisions = []
-    for line in path.read_text().splitlines():
+    for line in text.splitlines():
         try:
             decisions.append(RungDecision(**json.loads(line)))
         except (ValueError, TypeError):
             continue
+    if mend and text and not text.endswith("\n"):
+        aside = path.with_name(f".{path.name}.tmp")
+        aside.write_text("".join(json.dumps(asdict(d)) + "\n" for d in decisions))
+        os.replace(aside, path)
     return decisions
 
 

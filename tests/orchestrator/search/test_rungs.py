@@ -3,6 +3,7 @@ back by a stage restored after an interruption."""
 
 from __future__ import annotations
 
+import json
 import math
 import random
 from types import SimpleNamespace
@@ -61,7 +62,28 @@ def test_a_restored_stage_reads_its_rungs_back_and_skips_a_cut_line(tmp_path):
     after = Rungs.asha(1, 2, 4, log)
     assert after.recorded[1] == {"a": 0.9, "b": 0.4}
     assert after.decide("c", 1, 0.6).cutoff == before.decide("c", 1, 0.6).cutoff  # same cut
-    assert [d.trial_id for d in read_decisions(log)] == ["a", "b", "c"]
+    lines = log.read_text().splitlines()  # the cut line dropped, not glued to the next one
+    assert [json.loads(line)["trial_id"] for line in lines] == ["a", "b", "c", "c"]
+
+
+def test_a_trial_stopped_before_an_interruption_stays_stopped_and_no_rung_is_decided_twice(
+    tmp_path,
+):
+    log = tmp_path / "asha.jsonl"
+    before = Rungs.asha(1, 2, 8, log)  # rungs at 1, 2, 4
+    before.decide("a", 1, 0.9)
+    stopped = before.decide("b", 1, 0.5)
+    before.decide("a", 2, 0.95)
+    assert stopped.stopped
+    after = Rungs.asha(1, 2, 8, log)  # a restored stage: its trials report from their checkpoints
+    assert after.decide("b", 1, 0.99) == stopped  # a better score on the rerun changes nothing
+    assert after.decide("b", 2, 0.99) == stopped
+    assert after.decide("a", 1, 0.1) is None and after.decide("a", 2, 0.1) is None
+    assert after.decide("a", 3, 0.1) is None  # between rungs
+    assert after.decide("a", 4, 0.97).rung == 4
+    assert [(d.trial_id, d.rung) for d in read_decisions(log)] == [
+        ("a", 1), ("b", 1), ("a", 2), ("a", 4)
+    ]  # fmt: skip
 
 
 def test_ray_stops_trials_by_these_rungs_and_the_tables_say_why(tmp_path, local_ray, faces):
