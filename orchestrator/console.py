@@ -200,8 +200,10 @@ class ConsoleObserver(StudyObserver):
         )
 
     def sanity_finished(self, record: SanityRecord, folder: StudyFolder, *, reused: bool) -> None:
-        if reused:
+        if reused:  # its time and files were said when it ran
             self.echo(f"sanity   already passed: {folder.sanity_file}")
+            self.echo(sanity_table(record.report))
+            return
         self.echo(sanity_table(record.report))
         self.echo(
             f"sanity   {'passed' if record.passed else 'FAILED'} in {record.report.seconds:.1f} "

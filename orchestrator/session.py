@@ -4,12 +4,14 @@ the study folder, the observers (console, MLflow), then the study itself."""
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from orchestrator.console import ConsoleObserver
+from orchestrator.failure import failed, interrupted
 from orchestrator.names import TRACKING_WAIT_S, BudgetName, Step
 from orchestrator.search.stage import StageRunner
 from orchestrator.study.folder import StudyFolder, Summary
@@ -134,15 +136,39 @@ def _run(
     skip_sanity: bool,
     prepare: Callable[[StudySpec], None],
 ) -> Summary:
+    folder.check()
+    uri = _check_tracking(folder, spec, options)
+    try:
+        spec, data = load_study_data(spec, budget, options.cache_dir, options.echo)
+        return _study(folder, spec, data, target, options, uri, skip_sanity, prepare)
+    except BabysitterError:
+        raise
+    except KeyboardInterrupt:
+        raise interrupted(folder.path) from None
+    except Exception as exc:  # a write that failed for want of space, wherever it was
+        if out_of_room(folder.path, exc):
+            raise disk_full(folder.path) from None
+        raise failed(folder.path, folder.logs, exc) from None
+
+
+def _study(
+    folder: StudyFolder,
+    spec: StudySpec,
+    data: DataSplits,
+    target: Step,
+    options: SessionOptions,
+    uri: str | None,
+    skip_sanity: bool,
+    prepare: Callable[[StudySpec], None],
+) -> Summary:
     from orchestrator.cluster.ray_runtime import check_resources, check_shared_storage, ray_runtime
     from orchestrator.report.observer import ReportObserver
     from orchestrator.tracking.observer import MlflowObserver
 
-    folder.check()
-    uri = _check_tracking(folder, spec, options)
-    spec, data = load_study_data(spec, budget, options.cache_dir, options.echo)
     runner = options.runner
-    with ray_runtime(options.address, needed=runner is None and folder.needs_search(target, spec)):
+    needed = runner is None and folder.needs_search(target, spec)
+    log, lost = folder.logs / "ray.log", _lost(folder)
+    with ray_runtime(options.address, needed=needed, log=log, on_lost=lost):
         if runner is None:
             from orchestrator.search.ray_stage import RayStageRunner
 
@@ -159,14 +185,20 @@ def _run(
             ConsoleObserver(options.echo),
         ]
         study = Study(folder, spec, data, runner, observers, skip_sanity=skip_sanity)
-        try:
-            return study.run(target)
-        except BabysitterError:
-            raise
-        except Exception as exc:  # a write that failed for want of space, wherever it was
-            if out_of_room(folder.path, exc):
-                raise disk_full(folder.path) from None
-            raise
+        return study.run(target)
+
+
+def _lost(folder: StudyFolder) -> Callable[[str, str], None]:
+    """What a study says when its local Ray runtime dies under it: the CLI's one line, written
+    here because the process ends right after (see ``ray_runtime``)."""
+
+    def lost(what: str, details: str) -> None:
+        error = RuntimeError(f"the local Ray runtime: {what}")
+        error = failed(folder.path, folder.logs, error, details)
+        sys.stderr.write(f"Error: {error}\n")
+        sys.stderr.flush()
+
+    return lost
 
 
 def _check_tracking(folder: StudyFolder, spec: StudySpec, options: SessionOptions) -> str | None:

@@ -42,7 +42,7 @@ def run(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except BabysitterError as exc:
         click.echo(f"Error: {exc}", err=True)
-        return 1
+        return exc.exit_code
     except (KeyboardInterrupt, click.exceptions.Abort):
         click.echo("Interrupted.", err=True)
         return 130

@@ -61,6 +61,10 @@ def results_table(
     else:
         shown = ["best", "stage", "trial_id", "status", "epochs_run", "retries", *spec.search_space]
         shown += ["train_loss", "val_loss", "val_acc", "val_acc_se", "seconds"]
+        if frame["flag"].ne("").any():  # one word a cell, so that columns split on blanks
+            frame = frame.assign(flag=frame["flag"].str.replace(" ", "-").replace("", "-"))
+            shown.insert(shown.index("status") + 1, "flag")
+            footer += "; a flagged trial ranks below every healthy one (flag says why)"
         if frame.get("asha_rung", pd.Series(dtype=float)).notna().any():
             shown += ["asha_cutoff", "asha_compared"]  # a stopped trial: its val_acc fell below
             footer += "; a trial ASHA stopped fell below asha_cutoff, from asha_compared trials"
@@ -101,7 +105,8 @@ def _ordered(trials: pd.DataFrame, sort_by: str | None) -> pd.DataFrame:
     """The round's trials by the ranking (unusable ones last), the winner marked."""
     ranked = rank(trials)
     rest = trials[~trials["trial_id"].isin(ranked["trial_id"])]
-    ordered = pd.concat([ranked[trials.columns], rest], ignore_index=True)
+    ordered = pd.concat([ranked[[*trials.columns, "flag"]], rest], ignore_index=True)
+    ordered["flag"] = ordered["flag"].fillna("")
     ordered.insert(0, "best", ["*" if i == 0 and len(ranked) else "" for i in range(len(ordered))])
     if sort_by is None:
         return ordered

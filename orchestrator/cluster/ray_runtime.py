@@ -5,8 +5,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
+import tempfile
+import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from orchestrator.study.spec import Resources
@@ -19,11 +22,26 @@ QUIET = {
 }
 
 
+WATCH_EVERY_S = 0.2
+WATCHED = ("raylet", "gcs_server")  # a local runtime that loses one of these is gone
+
+
 @contextlib.contextmanager
-def ray_runtime(address: str | None = None, *, needed: bool = True) -> Iterator[None]:
+def ray_runtime(
+    address: str | None = None,
+    *,
+    needed: bool = True,
+    log: Path | None = None,
+    on_lost: Callable[[str, str], None] | None = None,
+) -> Iterator[None]:
     """``address`` None starts a local runtime with every core (or joins ``RAY_ADDRESS``);
-    trial output stays in the trials' logs, our own lines report progress. Nothing starts
-    when not ``needed`` (a finished study only prints its summary)."""
+    trial output stays in the trials' logs, Ray's own log lines go to ``log``, our own lines
+    report progress. A local runtime keeps its session in a temporary folder of its own,
+    removed when it stops: another job's cleanup of /tmp/ray (a shared node) cannot reach it.
+    When its raylet or GCS dies, Ray's driver would print their logs and exit some 25 s later
+    without a word of ours: ``on_lost`` is told what ended (and the end of its log), then
+    the process ends (exit 1).
+    Nothing starts when not ``needed`` (a finished study only prints its summary)."""
     import ray
 
     if not needed or ray.is_initialized():
@@ -36,17 +54,76 @@ def ray_runtime(address: str | None = None, *, needed: bool = True) -> Iterator[
         logging.ERROR
     )
     local = address is None and "RAY_ADDRESS" not in os.environ
-    # "local": never join a cluster someone else started on this machine with `ray start`
-    ray.init(
-        address="local" if local else address,
-        log_to_driver=False,
-        logging_level=logging.WARNING,
-        **({"include_dashboard": False} if local else {}),
-    )
+    # short: Ray's socket paths in it must stay under 108 characters
+    session = tempfile.mkdtemp(prefix="babysit-ray-") if local else None
+    try:
+        # "local": never join a cluster someone else started on this machine with `ray start`
+        ray.init(
+            address="local" if local else address,
+            log_to_driver=False,
+            logging_level=logging.WARNING,
+            **({"include_dashboard": False, "_temp_dir": session} if local else {}),
+        )
+        watch = _watch(session, on_lost) if local and on_lost is not None else threading.Event()
+        with _ray_logs_to(log):
+            try:
+                yield
+            finally:
+                watch.set()
+                ray.shutdown()
+    finally:
+        if session is not None:
+            shutil.rmtree(session, ignore_errors=True)
+
+
+def _watch(session: str | None, on_lost: Callable[[str, str], None]) -> threading.Event:
+    """A thread that watches the local runtime's own processes until the returned event is
+    set; when one ends, it tells ``on_lost``, stops the rest of the runtime and ends the
+    process (the study's records are made to survive that, as they survive a SIGKILL)."""
+    import ray
+
+    node = ray._private.worker._global_node
+    processes = [(name, info.process) for name in WATCHED for info in node.all_processes[name]]
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.wait(WATCH_EVERY_S):
+            for name, process in processes:
+                if process.poll() is None or stop.is_set():
+                    continue
+                try:
+                    on_lost(f"its {name} (pid {process.pid}) ended", _tail(node, name))
+                    node.kill_all_processes(check_alive=False, allow_graceful=False)
+                    if session is not None:
+                        shutil.rmtree(session, ignore_errors=True)
+                finally:
+                    os._exit(1)
+
+    threading.Thread(target=watch, name="babysit-ray-watch", daemon=True).start()
+    return stop
+
+
+@contextlib.contextmanager
+def _ray_logs_to(path: Path | None) -> Iterator[None]:
+    """Ray's and Tune's log records (a failed trial's traceback among them) into ``path``
+    instead of onto the console, whose lines are the study's."""
+    if path is None:
+        yield
+        return
+    logger = logging.getLogger("ray")
+    before = list(logger.handlers)
+    handler = _FileHandler(path, delay=True)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    for old in before:
+        logger.removeHandler(old)
+    logger.addHandler(handler)
     try:
         yield
     finally:
-        ray.shutdown()
+        logger.removeHandler(handler)
+        handler.close()
+        for old in before:
+            logger.addHandler(old)
 
 
 def check_resources(resources: Resources) -> None:
@@ -130,3 +207,22 @@ def _alive_nodes() -> list[dict]:
     import ray
 
     return [n for n in ray.nodes() if n.get("Alive")]
+
+
+def _tail(node: object, name: str, lines: int = 40) -> str:
+    """The end of a runtime process's log, to keep beside the failure."""
+    path = Path(node.get_logs_dir_path()) / f"{name}.out"  # type: ignore[attr-defined]
+    try:
+        text = path.read_text(errors="replace").splitlines()[-lines:]
+    except OSError:
+        return ""
+    return f"\nthe last lines of {path}:\n" + "\n".join(text) + "\n"
+
+
+class _FileHandler(logging.FileHandler):
+    """Makes its file's folder at the first record: a study refused before it began (no
+    record logged) leaves no folder behind."""
+
+    def _open(self):  # type: ignore[no-untyped-def]
+        Path(self.baseFilename).parent.mkdir(parents=True, exist_ok=True)
+        return super()._open()

@@ -4,6 +4,8 @@ report and the diagnosis."""
 
 from __future__ import annotations
 
+import contextlib
+import stat
 from pathlib import Path
 
 from orchestrator.console import narrowing_lines, stage_table, test_summary
@@ -13,13 +15,24 @@ from orchestrator.report.study_view import read_study
 from orchestrator.study.folder import StudyFolder
 
 
+def size_mb(path: Path) -> float:
+    """What the folder takes on disk (a hard-linked file counted once)."""
+    seen: dict[tuple[int, int], int] = {}
+    for file in path.rglob("*"):
+        with contextlib.suppress(OSError):
+            info = file.lstat()
+            if stat.S_ISREG(info.st_mode):
+                seen[(info.st_dev, info.st_ino)] = info.st_blocks * 512
+    return sum(seen.values()) / 2**20
+
+
 def digest(path: Path) -> str:
     view = read_study(path)
     folder = StudyFolder(path)
     done = folder.finished()
     lines = [
         f"study    {view.name} (budget {view.budget}) in {path}: "
-        f"{', '.join(done) if done else 'nothing'} finished"
+        f"{', '.join(done) if done else 'nothing'} finished; {size_mb(path):.1f} MB on disk"
     ]
     if view.sanity is not None:
         verdict = "passed" if view.sanity.passed else "FAILED"

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,8 +17,9 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from orchestrator.names import METRIC, MODE
+from orchestrator.search.checkpoints import CHECKPOINTS
 from orchestrator.search.epoch_log import append_epoch, read_log, settled
-from orchestrator.search.ray_trainable import CHECKPOINTS, run_trial
+from orchestrator.search.ray_trainable import run_trial
 from orchestrator.search.results import (
     DIVERGED,
     ERRORED,
@@ -72,7 +75,7 @@ class RayStageRunner:
                 shutil.rmtree(run.path / CHECKPOINTS, ignore_errors=True)
                 callback = TuneEvents(run.name, run.stage.epochs, run.trial_count)
                 tuner = _new_tuner(run, wrapped, callback)
-            tuner.fit()
+            _fit(tuner)
             (run.path / STOPPED_MARK).unlink(missing_ok=True)
         finally:
             _LISTENERS.pop(run.name, None)
@@ -85,6 +88,28 @@ class RayStageRunner:
             for t in trials
         ]
         return stage_tables(run.name, records, base.to_dict())
+
+
+def _fit(tuner: tune.Tuner) -> None:
+    """``tuner.fit()``, a Ctrl-C raised as KeyboardInterrupt once Tune has saved its state.
+    Tune ends ``fit`` normally on SIGINT; its handler puts back the one it found, which is
+    how we tell (a second Ctrl-C then interrupts at once)."""
+    if threading.current_thread() is not threading.main_thread():
+        tuner.fit()
+        return
+    before = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, _second_interrupt)
+    try:
+        tuner.fit()
+    finally:
+        interrupted = signal.getsignal(signal.SIGINT) is _second_interrupt
+        signal.signal(signal.SIGINT, before)
+    if interrupted:
+        raise KeyboardInterrupt
+
+
+def _second_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 def _restored_tuner(run: StageRun, trainable: Any) -> tune.Tuner:

@@ -25,12 +25,12 @@ import ray
 from ray import tune
 
 from orchestrator.names import METRIC, WARNING
+from orchestrator.search.checkpoints import epoch_of
 from trainables.checkpoint import readable
 from trainables.config import TrialConfig
 from trainables.datasets import DataSplits
 from trainables.train import DIVERGED, EpochReport, train
 
-CHECKPOINTS = "checkpoints"  # the stage folder's subfolder of trial checkpoints
 KEPT_EPOCHS = 2
 KEPT_SECONDS = 60.0
 
@@ -105,7 +105,7 @@ def _keep(folder: Path, state: Path, epoch: int) -> None:
     now = time.time()
     for old in folder.glob("epoch-*.pt"):
         with contextlib.suppress(OSError):
-            past = int(old.stem.removeprefix("epoch-")) <= epoch - KEPT_EPOCHS
+            past = epoch_of(old) <= epoch - KEPT_EPOCHS
             if past and now - old.stat().st_mtime > KEPT_SECONDS:
                 old.unlink()
 

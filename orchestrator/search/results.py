@@ -111,6 +111,34 @@ def stage_tables(stage: str, trials: Iterable[TrialRecord], base: Mapping[str, A
     return StageTables(trials_df, epochs_df)
 
 
+def disagreement(tables: StageTables) -> str | None:
+    """Where a trial's row disagrees with its epoch rows (its status, epochs_run and metrics
+    come from them), or None: the first trial found, in words."""
+    epochs = tables.epochs
+    for row in tables.trials.itertuples(index=False):
+        own = epochs[epochs["trial_id"] == row.trial_id] if len(epochs) else epochs
+        ran = sorted(int(e) for e in own["epoch"]) if len(own) else []
+        last = own.sort_values("epoch").iloc[-1] if len(own) else {}
+        problem = ""
+        if ran != list(range(1, len(ran) + 1)):
+            problem = f"its epoch rows are epochs {ran}, not 1 to {len(ran)}"
+        elif row.epochs_run != len(ran):
+            problem = f"epochs_run {row.epochs_run} but {len(ran)} epoch rows"
+        elif row.status == COMPLETED and row.epochs_run != row.epochs:
+            problem = f"completed after {row.epochs_run} of its {row.epochs} epochs"
+        elif row.status == STOPPED and not ran:
+            problem = "stopped_by_asha without an epoch"
+        elif ran and not _same(getattr(row, METRIC), last.get(METRIC, math.nan)):
+            problem = f"{METRIC} {getattr(row, METRIC)} but its last epoch's is {last[METRIC]}"
+        if problem:
+            return f"trial {row.trial_id} ({row.status}): {problem}"
+    return None
+
+
+def _same(a: float, b: float) -> bool:
+    return (math.isnan(a) and math.isnan(b)) or a == b
+
+
 def _best(history: pd.DataFrame, column: str, pick) -> float:
     if column not in history or history[column].isna().all():
         return math.nan

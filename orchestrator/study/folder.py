@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import pandas as pd
 
 from orchestrator.names import Step, round_stage
-from orchestrator.search.results import StageTables
+from orchestrator.search.results import StageTables, disagreement
 from orchestrator.search.space import Param, parse_space
 from orchestrator.study.spec import StudySpec, parse_saved_spec
 from trainables.errors import BabysitterError
@@ -166,6 +166,11 @@ class StudyFolder:
     @property
     def ray(self) -> Path:
         return self.path / "ray"
+
+    @property
+    def logs(self) -> Path:
+        """Ray's log and the tracebacks of failed runs: what the console leaves out."""
+        return self.path / "logs"
 
     @property
     def narrowing_file(self) -> Path:
@@ -364,6 +369,15 @@ class StudyFolder:
         )
 
     def write_stage(self, stage: str, tables: StageTables) -> None:
+        """Refuses a table whose trial rows disagree with their epoch rows: a table is read
+        back as the truth by every later step, narrowing first."""
+        problem = disagreement(tables)
+        if problem is not None:
+            raise BabysitterError(
+                f"the {stage} stage's table disagrees with its epoch rows, {problem}; it is not "
+                f"written: `babysit resume {self.path}` tries the stage again (if this comes "
+                f"back, delete {self.ray / stage} and the stage runs anew)"
+            )
         self.results.mkdir(parents=True, exist_ok=True)
         for frame, path in zip(
             (tables.trials, tables.epochs), self.stage_files(stage), strict=True

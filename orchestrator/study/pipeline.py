@@ -16,6 +16,7 @@ import pandas as pd
 
 from orchestrator.names import METRIC, Step, round_number, round_stage
 from orchestrator.run_folder import RunFolder, train_run
+from orchestrator.search.checkpoints import prune
 from orchestrator.search.narrowing import Limit, NarrowDecision, narrow
 from orchestrator.search.ranking import rank
 from orchestrator.search.space import Param
@@ -203,6 +204,8 @@ class Study:
                 stop_stage(run.path, self.folder.path)
             _check_ended(name, tables.trials, self.folder.path)
             self.folder.write_stage(name, tables)
+            best = rank(tables.trials).head(max(spec.final.candidates, 1))["trial_id"]
+            prune(run.path, set(best))
             self.events.step_finished(name)
         path = self.folder.stage_files(name)[0]
         self.events.stage_results(name, tables.trials, list(space), spec.narrowing.top_k, path)

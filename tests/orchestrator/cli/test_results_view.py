@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 import shutil
 
+import pandas as pd
+
 from orchestrator.search.ranking import rank
 from orchestrator.study.folder import StudyFolder
 from tests.conftest import assert_one_line_error, babysit_here
@@ -93,12 +95,34 @@ def test_results_show_the_final_run_and_the_sanity_checks(finished_study, cache_
     )
 
 
+def test_results_show_the_flag_that_ranks_a_trial_last(finished_study, tmp_path, cache_dir):
+    copy = tmp_path / "flagged"
+    shutil.copytree(finished_study[0], copy)
+    table = copy / "results" / "coarse.parquet"
+    trials = pd.read_parquet(table)
+    best = rank(trials).iloc[0]["trial_id"]
+    trials.loc[trials["trial_id"] == best, "min_val_loss"] = 10.0  # it never learned
+    trials.to_parquet(table)
+    proc = babysit_here("results", copy, "--stage", "coarse", cache=cache_dir)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert "flag" in lines[0].split()
+    assert "a flagged trial ranks below every healthy one (flag says why)" in proc.stdout
+    flagged = [line for line in lines if best in line]
+    assert len(flagged) == 1 and "not-learning" in flagged[0] and "*" not in flagged[0]
+    assert all(
+        len(row) in (len(lines[0].split()), len(lines[0].split()) - 1) for row in rows(proc.stdout)
+    )
+
+
 def test_summary_prints_the_study_from_its_records(finished_study, cache_dir):
     path, _ = finished_study
     proc = babysit_here("summary", path, cache=cache_dir)
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert out.startswith("study    report (budget full)")
+    size = float(re.search(r"finished; ([0-9.]+) MB on disk", out).group(1))
+    assert 0.5 < size < 50  # mostly the MLflow store, the final model and the report
     order = ["sanity   passed", "coarse ", "narrow   coarse -> fine", "fine ", "chosen   lr="]
     order += ["test accuracy", "report   "]
     positions = [out.index(part) for part in order]

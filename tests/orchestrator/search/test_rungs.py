@@ -9,6 +9,7 @@ import random
 from types import SimpleNamespace
 
 import pandas as pd
+import pytest
 from ray.tune.schedulers.async_hyperband import _Bracket
 from ray.tune.schedulers.trial_scheduler import TrialScheduler
 
@@ -116,6 +117,7 @@ def test_asha_decides_after_a_restore_as_it_would_have_without_one(tmp_path, loc
     import os
 
     import cloudpickle
+    import ray
 
     from orchestrator.search.ray_stage import RayStageRunner
     from orchestrator.search.stage import StageRun
@@ -148,9 +150,18 @@ resources: {{max_concurrent: 1}}
     interrupted = RayStageRunner(
         planted.interrupts_driver(os.getpid(), tmp_path / "interrupted", at_lr=0.45)
     )
-    first = interrupted.run(stage(tmp_path / "b"), faces, StudyObserver()).trials
-    assert (first["status"] != "completed").any()  # stopped in the middle
+    with pytest.raises(KeyboardInterrupt):  # Tune saved its state and ended the stage
+        interrupted.run(stage(tmp_path / "b"), faces, StudyObserver())
+    log = tmp_path / "b" / "coarse" / "asha.jsonl"
+    before = read_decisions(log)
+    assert len(before) >= 3
+    ray.shutdown()  # a resumed study runs in a new Ray session, without the old one's folders
+    ray.init("local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     resumed = interrupted.run(stage(tmp_path / "b"), faces, StudyObserver()).trials
+    after = read_decisions(log)
+    assert after[: len(before)] == before  # every decision made before is kept unchanged
+    judged = [(d.trial_id, d.rung) for d in after]
+    assert len(judged) == len(set(judged))  # and none is made twice
 
     def decisions(trials):
         stopped = trials[trials["status"] == "stopped_by_asha"].set_index("lr")

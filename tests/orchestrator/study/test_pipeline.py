@@ -217,6 +217,7 @@ def test_a_study_killed_mid_stage_resumes_then_reruns_as_a_no_op(tmp_path, cache
     assert "sanity   checking" not in again.stdout and "coarse lr loguniform" in again.stdout
     shown = babysit_here("sanity", *args[1:], cache=cache_dir)
     assert shown.returncode == 0 and "sanity   already passed" in shown.stdout
+    assert "PASS  overfit" in shown.stdout and "passed in" not in shown.stdout
     assert json.loads((study / "sanity.json").read_text()) == sanity
     assert pd.read_parquet(study / "results" / "coarse.parquet").equals(coarse)
     assert_study_recorded(store, "faces", study)
