@@ -165,6 +165,19 @@ def babysit(*args: str, cache: Path, timeout: float = 300) -> subprocess.Complet
     )
 
 
+def babysit_started(*args: Any, cache: Path, **env: str) -> subprocess.Popen:
+    """``babysit ARGS`` started as a shell starts it, in a process group of its own (which a
+    Ctrl-C or a scheduler's kill reaches whole), its output piped."""
+    return subprocess.Popen(
+        [*BABYSIT, *map(str, args)],
+        env={**os.environ, "BABYSITTER_CACHE": str(cache), **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
 def babysit_here(*args: Any, cache: Path) -> subprocess.CompletedProcess:
     """``babysit ARGS`` in the test's own process: the same code from argv to exit code, without
     a new interpreter importing torch, Ray and MLflow again (a local Ray runtime, when the

@@ -20,7 +20,7 @@ from orchestrator.search.results import disagreement
 from orchestrator.search.rungs import read_decisions
 from orchestrator.study.folder import StudyFolder
 from orchestrator.tracking.store import embedded_uri
-from tests.conftest import BABYSIT, FACES, assert_one_line_error, babysit_here
+from tests.conftest import FACES, assert_one_line_error, babysit_here, babysit_started
 from tests.orchestrator.tracking.mlflow_checks import assert_study_recorded
 
 SPEC = f"""
@@ -40,6 +40,13 @@ min_rung_steps: 1
 def test_what_happened_names_the_failure_in_words():
     lost = FileNotFoundError("/tmp/babysit-ray-x/session_2026/artifacts/error.pkl")
     assert what_happened(lost).startswith("the study's Ray session folder was removed under it")
+    from ray.exceptions import RaySystemError
+    from ray.tune.error import TuneError
+
+    assert what_happened(TuneError("Trials did not complete")).startswith(
+        "Ray Tune stopped the stage (TuneError: Trials did not complete"
+    )
+    assert what_happened(RaySystemError("gone")).startswith("the study's Ray runtime was lost")
     assert what_happened(ValueError("x")) == (
         "the study stopped on an unexpected error (ValueError: x)"
     )
@@ -50,15 +57,7 @@ class Driver:
     runtime's session under ``tmp``."""
 
     def __init__(self, args: list, cache: Path, tmp: Path) -> None:
-        env = {**os.environ, "BABYSITTER_CACHE": str(cache), "TMPDIR": str(tmp)}
-        self.process = subprocess.Popen(
-            [*BABYSIT, *map(str, args)],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-        )
+        self.process = babysit_started(*args, cache=cache, TMPDIR=str(tmp))
 
     def wait_for(self, ready, timeout: float = 240) -> None:
         import time

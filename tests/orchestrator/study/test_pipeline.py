@@ -8,7 +8,6 @@ import math
 import os
 import re
 import signal
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,7 +28,7 @@ from orchestrator.study.observer import StudyObserver
 from orchestrator.study.pipeline import PENALTY_LIMIT, Study
 from orchestrator.study.spec import PRESETS, parse_spec
 from orchestrator.tracking.store import embedded_uri
-from tests.conftest import BABYSIT, FACES, assert_one_line_error, babysit_here
+from tests.conftest import FACES, assert_one_line_error, babysit_here, babysit_started
 from tests.orchestrator import planted
 from tests.orchestrator.tracking.mlflow_checks import assert_study_recorded
 from trainables.datasets import load_data
@@ -138,15 +137,7 @@ def run_until_killed(
     """Start ``babysit ARGS`` and SIGKILL it with its local Ray runtime (its process group, as
     a scheduler ends a job) once ``ready(finished, reports)`` holds for the Tune experiment
     ``experiment``: its output, the trials finished for good and every trial's report count."""
-    env = {**os.environ, "BABYSITTER_CACHE": str(cache_dir)}
-    driver = subprocess.Popen(
-        [*BABYSIT, *map(str, args)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        start_new_session=True,
-    )
+    driver = babysit_started(*args, cache=cache_dir)
     deadline = time.monotonic() + 300
     try:
         while not ready(_committed_finished(experiment), _reports(experiment)):
