@@ -3,6 +3,7 @@ started fresh or restored from the stage's own folder after an interruption."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -220,7 +221,7 @@ def _info(trial: Any) -> TrialInfo:
 def _record(
     trial: Any, rows: list[dict], epochs: int, stopped_at: RungDecision | None
 ) -> TrialRecord:
-    history = history_frame(settled(rows))
+    history = history_frame(settled(rows or _tune_rows(trial)))
     last = history.iloc[-1].to_dict() if len(history) else {}
     status = trial_status(trial.status, last, epochs)
     error = _first_line(trial) if status == ERRORED else ""
@@ -230,6 +231,14 @@ def _record(
     return TrialRecord(
         trial.trial_id, status, dict(trial.config), history, retries, error, stopped_at
     )
+
+
+def _tune_rows(trial: Any) -> list[dict]:
+    """Tune's own record of a trial: for a stage that an earlier babysitter began, whose
+    driver kept no epoch log."""
+    path = Path(trial.path) / "result.json"
+    lines = path.read_text().splitlines() if path.exists() else []
+    return [json.loads(line) for line in lines if line.strip()]
 
 
 def _first_line(trial: Any) -> str:
