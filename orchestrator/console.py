@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.names import WARNING
-from orchestrator.study.observer import StageTally, StudyObserver, TrialInfo
+from orchestrator.search.events import StageTally, TrialInfo
+from orchestrator.study.observer import StudyObserver, StudyStarted
 from trainables.metrics import ClassificationReport
 from trainables.status import TrialStatus
 
@@ -17,11 +18,11 @@ if TYPE_CHECKING:
 
     from orchestrator.search.space import Param
     from orchestrator.search.stage import StageRun
-    from orchestrator.study.folder import FinalRecord, NarrowingRecord, SanityRecord, StudyFolder
-    from orchestrator.study.pipeline import Study
+    from orchestrator.study.folder import StudyFolder
+    from orchestrator.study.records import FinalRecord, NarrowingRecord, SanityRecord
     from trainables.config import TrialConfig
+    from trainables.epoch import EpochReport
     from trainables.sanity_report import SanityReport, SanitySettings
-    from trainables.train import EpochReport
 
 
 def epoch_line(epoch: int, epochs: int, metrics: dict[str, float], status: str) -> str:
@@ -173,17 +174,17 @@ class ConsoleObserver(StudyObserver):
         self.echo = echo
         self.ran: set[str] = set()
 
-    def study_started(self, study: Study) -> None:
-        spec, plan = study.spec, study.plan
+    def study_started(self, started: StudyStarted) -> None:
+        spec, plan = started.spec, started.plan
         coarse, fine = plan.stage("coarse"), plan.stage("fine")
         self.echo(
-            f"study    {spec.name} (budget {spec.budget}) in {study.folder.path}: coarse "
+            f"study    {spec.name} (budget {spec.budget}) in {started.path}: coarse "
             f"{coarse.trials}x{coarse.epochs} ep, fine {fine.trials}x{fine.epochs} ep, final "
             f"{plan.final_epochs} ep, rounds {spec.rounds}"
             + (f" (at most {spec.max_rounds})" if spec.rounds == "auto" else "")
         )
         self.echo(
-            f"study    trials score by {plan.scoring(len(study.data.val))}; "
+            f"study    trials score by {plan.scoring(len(started.data.val))}; "
             f"{plan.steps_per_epoch} optimizer steps per epoch, >= {spec.min_rung_steps} per "
             "ASHA rung"
             + "".join(
@@ -288,3 +289,10 @@ class ConsoleObserver(StudyObserver):
             self.echo(f"final  diverged: {record.reason}")
         else:
             self.echo(test_summary(record.test))
+
+    def observer_failed(self, observer: str, hook: str, error: Exception) -> None:
+        first = (str(error).splitlines() or [""])[0][:160]
+        self.echo(
+            f"warning  {observer} stopped watching: {type(error).__name__} in {hook} ({first}); "
+            "the study goes on, and the study folder keeps every record"
+        )

@@ -48,3 +48,4 @@ class BudgetName(StrEnum):
 METRIC, MODE = "val_acc", "max"  # what ranks trials, for Tune, ASHA, narrowing and the tables
 WARNING = "warning"  # a trial's report may carry one line for the user (said once)
 TRACKING_WAIT_S = 120.0
+STOPPED_MARK = "stopped-on-a-full-disk"  # in a stage's folder: its errored trials run again

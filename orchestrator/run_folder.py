@@ -15,9 +15,11 @@ from typing import Any
 from trainables.checkpoint import CHECKPOINT_NAME, checkpoint_epoch
 from trainables.config import TrialConfig
 from trainables.datasets import DataSplits
+from trainables.epoch import DIVERGED, EpochReport
 from trainables.errors import BabysitterError
+from trainables.evaluation import evaluate_on_test
 from trainables.metrics import ClassificationReport
-from trainables.train import DIVERGED, EpochReport, evaluate_on_test, train
+from trainables.train import train
 
 METRICS_NAME = "metrics.jsonl"
 

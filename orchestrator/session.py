@@ -14,9 +14,10 @@ from orchestrator.console import ConsoleObserver
 from orchestrator.failure import failed, interrupted
 from orchestrator.names import TRACKING_WAIT_S, BudgetName, Step
 from orchestrator.search.stage import StageRunner
-from orchestrator.study.folder import StudyFolder, Summary
+from orchestrator.study.folder import StudyFolder
 from orchestrator.study.lock import study_lock
 from orchestrator.study.pipeline import Study
+from orchestrator.study.records import Summary
 from orchestrator.study.room import disk_full, out_of_room
 from orchestrator.study.spec import StudySpec
 from trainables.datasets import DataSplits, load_data
@@ -100,7 +101,7 @@ def sync(
 
 
 def _set_store_aside(folder: StudyFolder, echo: Echo) -> None:
-    from orchestrator.tracking.store import embedded_uri, forget_store
+    from orchestrator.tracking.sqlite_store import embedded_uri, forget_store
 
     forget_store(embedded_uri(folder.path))
     store = folder.path / "mlflow"
@@ -205,7 +206,8 @@ def _check_tracking(folder: StudyFolder, spec: StudySpec, options: SessionOption
     """The study's tracking URI, a server checked now: a wrong one stops the study before any
     data is decoded or trial started."""
     from orchestrator.tracking.record import tracking_choice, tracking_target
-    from orchestrator.tracking.store import connect, relocate
+    from orchestrator.tracking.sqlite_store import relocate
+    from orchestrator.tracking.store import connect
 
     uri = tracking_choice(folder, options.tracking_uri)
     if uri is None and relocate(folder.path, spec.name):

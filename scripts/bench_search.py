@@ -23,8 +23,9 @@ from orchestrator.search.local_stage import LocalStageRunner
 from orchestrator.search.ranking import rank
 from orchestrator.search.ray_stage import RayStageRunner
 from orchestrator.search.stage import StageRun
+from orchestrator.search.stage_spec import Scheduler, Stage
 from orchestrator.study.observer import StudyObserver
-from orchestrator.study.spec import Scheduler, Stage, load_spec
+from orchestrator.study.spec import load_spec
 from trainables.datasets import load_data
 
 # the range the sanity checks' lr probe proposes on faces (the preset says lr: auto)

@@ -21,7 +21,7 @@ from orchestrator.cli import default_cache_dir
 from trainables.config import TrialConfig
 from trainables.datasets import DataSplits, load_data
 from trainables.device import select_runtime
-from trainables.train import device_split
+from trainables.evaluation import device_split
 from trainables.train import train as babysitter_train
 from trainables.trial_state import build_model
 

@@ -14,9 +14,9 @@ _EXPORTS = {
     "TrialConfig": "trainables.config",
     "DataSplits": "trainables.datasets",
     "load_data": "trainables.datasets",
-    "EpochReport": "trainables.train",
-    "TrainResult": "trainables.train",
-    "evaluate_on_test": "trainables.train",
+    "EpochReport": "trainables.epoch",
+    "TrainResult": "trainables.epoch",
+    "evaluate_on_test": "trainables.evaluation",
     "train": "trainables.train",
 }
 __all__ = sorted(_EXPORTS)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +9,7 @@ import torch
 
 from trainables.config import TrialConfig
 from trainables.errors import BabysitterError
+from trainables.files import replacing
 
 CHECKPOINT_NAME = "checkpoint.pt"
 # Fields that may differ on resume: they change where and how fast a trial runs, not its math.
@@ -17,10 +17,8 @@ RESUMABLE_CHANGES = frozenset({"device", "threads"})
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    with replacing(path) as tmp:
+        torch.save(state, tmp)
 
 
 def load_checkpoint(path: Path, config: dict[str, Any]) -> dict[str, Any]:

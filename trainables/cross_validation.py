@@ -15,8 +15,8 @@ from trainables.checkpoint import load_checkpoint, save_checkpoint
 from trainables.config import TrialConfig
 from trainables.datasets import DataSplits, Split, channel_stats
 from trainables.device import select_runtime
+from trainables.epoch import EpochReport, TrainingFold, TrainResult
 from trainables.status import TrialStatus
-from trainables.train import EpochReport, TrainingFold, TrainResult
 from trainables.trial_state import TrialState
 
 FOLD_SEED_OFFSET = 2  # split_seed picks test, split_seed + 1 val; the folds take + 2

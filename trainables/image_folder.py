@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from trainables.errors import DataError
+from trainables.files import replacing
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".ppm", ".pgm", ".tif", ".tiff", ".webp"}
 SPLIT_NAMES = ("train", "test")
@@ -198,9 +199,7 @@ def _to_image_set(decoded: list[tuple[_Entry, Image.Image]]) -> ImageSet:
 
 
 def _save_cache(path: Path, image_set: ImageSet) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("wb") as f:
+    with replacing(path) as tmp, tmp.open("wb") as f:
         np.savez(
             f,
             images=image_set.images,
@@ -208,7 +207,6 @@ def _save_cache(path: Path, image_set: ImageSet) -> None:
             is_test=image_set.is_test,
             class_names=np.array(image_set.class_names),
         )
-    os.replace(tmp, path)
 
 
 def _load_cache(path: Path) -> ImageSet:

@@ -10,7 +10,7 @@ PASS, WARN, FAIL = "pass", "warn", "fail"
 TOO_LOW, LEARNS, EXPLODES = "too low", "learns", "explodes"
 CHECKS = ("data", "initial_loss", "regularization", "overfit", "lr_probe", "update_ratio")
 CHECKS += ("beats_chance",)
-RATIO_RANGE = (1e-4, 1e-2)
+RATIO_RANGE = (1e-4, 1e-2)  # update / weight per step, around the lecture's 1e-3
 
 
 @dataclass(frozen=True)

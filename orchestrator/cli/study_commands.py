@@ -159,7 +159,9 @@ def ui(study_dir: Path | None, host: str, port: int) -> None:
     import subprocess
 
     from orchestrator.study.folder import StudyFolder
-    from orchestrator.tracking.store import embedded_uri, experiment_id, relocate, runs_url
+    from orchestrator.tracking.sqlite_store import embedded_uri, relocate
+    from orchestrator.tracking.store import experiment_id
+    from orchestrator.tracking.ui_text import runs_url
 
     folder = StudyFolder(study_dir or _newest_study(Path("studies")))
     spec = folder.read_spec()

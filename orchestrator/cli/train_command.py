@@ -29,8 +29,8 @@ def train(dataset: str, out: Path | None, resume: bool, cache_dir: Path, **optio
     from orchestrator.run_folder import RunFolder, train_run
     from trainables.config import TrialConfig
     from trainables.datasets import load_data
+    from trainables.epoch import DIVERGED
     from trainables.model import parameter_count
-    from trainables.train import DIVERGED
     from trainables.trial_state import build_model
 
     config = TrialConfig(dataset=dataset, **options)

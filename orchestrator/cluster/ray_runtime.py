@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from orchestrator.study.spec import Resources
+from orchestrator.search.stage_spec import Resources
 from trainables.errors import BabysitterError
 
 QUIET = {

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from orchestrator.search.ranking import known
 from orchestrator.search.space import Param
+from trainables.sanity_report import RATIO_RANGE
 from trainables.status import TrialStatus
 
 if TYPE_CHECKING:
@@ -21,7 +22,7 @@ UNDERFIT_GAP = 0.02  # ... by less than this, while train accuracy stays below U
 UNDERFIT_ACC = 0.90
 FLAT_DROP = 0.05  # the loss fell by less than 5 % of its first value
 RISE = 1.5  # the last epoch's loss above 1.5 x its lowest
-RATIO_BAND = (1e-4, 1e-2)  # update / weight, around the lecture's 1e-3
+
 RATIO_EPOCHS = 3  # read at the start of training: a converged model's updates shrink
 EDGE = 0.1  # the best within 10 % of the searched span from a bound
 DEAD_FRACTION = 0.5  # ReLU units that never fire on the validation batch
@@ -158,7 +159,7 @@ def _ratios(subject: str, rows: list[dict[str, Any]]) -> list[Finding]:
     """One finding naming every layer whose update / weight ratio left the band."""
     early = rows[:RATIO_EPOCHS]
     layers = sorted({k for r in early for k in r if k.startswith("update_ratio/")})
-    low, high = RATIO_BAND
+    low, high = RATIO_RANGE
     outside = []
     for column in layers:
         values = sorted(float(r[column]) for r in early if known(r.get(column)))

@@ -17,9 +17,9 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from orchestrator.names import METRIC
-from orchestrator.report.diagnosis import RATIO_BAND
 from orchestrator.report.study_view import StageView, StudyView
 from trainables.metrics import ClassificationReport
+from trainables.sanity_report import RATIO_RANGE
 from trainables.status import TrialStatus
 
 OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#000000")
@@ -175,7 +175,7 @@ def update_ratios(view: StudyView) -> Figure | None:
     if not layers:
         return None
     figure, ax = subplots(figsize=(7, 4))
-    low, high = RATIO_BAND
+    low, high = RATIO_RANGE
     ax.axhspan(low, high, color="#009E73", alpha=0.08, label=f"{low:.0e} .. {high:.0e}")
     ax.axhline(1e-3, color="#009E73", linestyle="--", linewidth=1, label="1e-3")
     for column, colour in zip(layers, OKABE_ITO, strict=False):

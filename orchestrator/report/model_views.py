@@ -17,8 +17,8 @@ from trainables.config import TrialConfig
 from trainables.datasets import DataSplits, load_data
 from trainables.device import select_runtime
 from trainables.errors import BabysitterError
+from trainables.evaluation import device_split
 from trainables.model import SeedCNN
-from trainables.train import device_split
 from trainables.trial_state import build_model
 
 BATCH = 256  # the fixed validation batch: its first images

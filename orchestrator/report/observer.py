@@ -12,11 +12,10 @@ from typing import TYPE_CHECKING
 from orchestrator.names import Step
 from orchestrator.report.writer import Written, save_figures, write_report
 from orchestrator.study.folder import StudyFolder
-from orchestrator.study.observer import StudyObserver
+from orchestrator.study.observer import StudyObserver, StudyStarted
 
 if TYPE_CHECKING:
-    from orchestrator.study.folder import Summary
-    from orchestrator.study.pipeline import Study
+    from orchestrator.study.records import Summary
 
 
 class ReportObserver(StudyObserver):
@@ -25,8 +24,8 @@ class ReportObserver(StudyObserver):
         self.data = None
         self.written: Written | None = None
 
-    def study_started(self, study: Study) -> None:
-        self.data = study.data
+    def study_started(self, started: StudyStarted) -> None:
+        self.data = started.data
 
     def step_finished(self, step: str) -> None:
         if step == Step.SANITY:

@@ -12,7 +12,8 @@ from orchestrator.names import round_stage
 from orchestrator.search.ranking import rank
 from orchestrator.search.results import StageTables
 from orchestrator.search.space import Param
-from orchestrator.study.folder import FinalRecord, NarrowingRecord, SanityRecord, StudyFolder
+from orchestrator.study.folder import StudyFolder
+from orchestrator.study.records import FinalRecord, NarrowingRecord, SanityRecord
 from trainables.errors import BabysitterError
 
 

@@ -13,6 +13,7 @@ from orchestrator.report.page import Report, build
 from orchestrator.report.study_view import read_study
 from orchestrator.study.folder import StudyFolder
 from trainables.errors import BabysitterError
+from trainables.files import write_text
 
 if TYPE_CHECKING:
     from trainables.datasets import DataSplits
@@ -64,10 +65,7 @@ def write_report(
 
     report = build(view, found + of_trials, model_section, wrong_section)
     path = out if out is not None else StudyFolder(study_dir).report_file
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(report.html())
-    tmp.replace(path)
+    write_text(path, report.html())
     return Written(path, report, found, of_trials)
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from orchestrator.names import METRIC
 from orchestrator.search.epoch_log import Ended, append_end, append_epoch, read_log, settled
+from orchestrator.search.events import StageEvents, TrialInfo
 from orchestrator.search.results import (
     ERRORED,
     ROW_COLUMNS,
@@ -29,11 +30,11 @@ from orchestrator.search.results import (
 )
 from orchestrator.search.rungs import DECISIONS_FILE, Rungs, rungs_of
 from orchestrator.search.stage import StageRun, Tally
-from orchestrator.study.observer import StudyObserver, TrialInfo
 from trainables.checkpoint import CHECKPOINT_NAME
 from trainables.datasets import DataSplits
+from trainables.epoch import EpochReport
 from trainables.status import TrialStatus
-from trainables.train import EpochReport, train
+from trainables.train import train
 
 Trainable = Callable[
     ..., Any
@@ -44,10 +45,10 @@ class LocalStageRunner:
     def __init__(self, trainable: Trainable = train) -> None:
         self.trainable = trainable
 
-    def run(self, run: StageRun, data: DataSplits, events: StudyObserver) -> StageTables:
+    def run(self, run: StageRun, data: DataSplits, events: StageEvents) -> StageTables:
         base = run.trial_base()
         run.path.mkdir(parents=True, exist_ok=True)
-        rungs = rungs_of(run, run.path / DECISIONS_FILE)
+        rungs = rungs_of(run.stage, run.path / DECISIONS_FILE)
         rows, ends = read_log(run.path)
         if ends:
             events.stage_resumed(run.name, run.path)

@@ -17,9 +17,10 @@ from ray import tune
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
-from orchestrator.names import METRIC, MODE
+from orchestrator.names import METRIC, MODE, STOPPED_MARK
 from orchestrator.search.checkpoints import CHECKPOINTS
 from orchestrator.search.epoch_log import append_epoch, read_log, settled
+from orchestrator.search.events import StageEvents, TrialInfo
 from orchestrator.search.ray_trainable import run_trial
 from orchestrator.search.results import (
     DIVERGED,
@@ -35,15 +36,13 @@ from orchestrator.search.results import (
 from orchestrator.search.rungs import DECISIONS_FILE, RungDecision, Rungs, rungs_of
 from orchestrator.search.stage import StageRun, Tally
 from orchestrator.search.tune_state import keep, repair
-from orchestrator.study.observer import StudyObserver, TrialInfo
-from orchestrator.study.room import STOPPED_MARK
 from trainables.datasets import DataSplits
 from trainables.errors import BabysitterError
 
 # The observers of the stage running in this process, by stage name: Tune pickles its
 # callbacks with the experiment, so the callback holds only the name, and a restored stage
 # reports to whoever watches the process that resumed it.
-_LISTENERS: dict[str, StudyObserver] = {}
+_LISTENERS: dict[str, StageEvents] = {}
 KEEP_EVERY_S = 1.0  # how often a whole copy of Tune's experiment state is taken
 
 
@@ -53,7 +52,7 @@ class RayStageRunner:
     def __init__(self, trainable: Callable[..., None] = run_trial) -> None:
         self.trainable = trainable
 
-    def run(self, run: StageRun, data: DataSplits, events: StudyObserver) -> StageTables:
+    def run(self, run: StageRun, data: DataSplits, events: StageEvents) -> StageTables:
         # Save Tune's experiment state every step, so a killed driver loses no finished trial.
         os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
         # A result without the metric is the trial's problem (no score), not the stage's.
@@ -82,7 +81,7 @@ class RayStageRunner:
             _LISTENERS.pop(run.name, None)
             events.stage_ended(run.name)
         trials = tune.ExperimentAnalysis(str(run.path)).trials
-        stops = rungs_of(run, run.path / DECISIONS_FILE).stopping()
+        stops = rungs_of(run.stage, run.path / DECISIONS_FILE).stopping()
         rows = read_log(run.path)[0]
         records = [
             _record(t, rows.get(t.trial_id, []), run.stage.epochs, stops.get(t.trial_id))
@@ -172,8 +171,8 @@ class TuneEvents(tune.Callback):
             keep(_stage_folder(trials[0]))
 
     @property
-    def events(self) -> StudyObserver:
-        return _LISTENERS.get(self.stage) or StudyObserver()
+    def events(self) -> StageEvents:
+        return _LISTENERS.get(self.stage) or StageEvents()
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.events.trial_started(self.stage, _info(trial))

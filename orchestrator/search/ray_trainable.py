@@ -29,7 +29,8 @@ from orchestrator.search.checkpoints import epoch_of
 from trainables.checkpoint import readable
 from trainables.config import TrialConfig
 from trainables.datasets import DataSplits
-from trainables.train import DIVERGED, EpochReport, train
+from trainables.epoch import DIVERGED, EpochReport
+from trainables.train import train
 
 KEPT_EPOCHS = 2
 KEPT_SECONDS = 60.0

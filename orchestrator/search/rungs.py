@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from orchestrator.search.stage import StageRun
+from orchestrator.search.stage_spec import Stage
+from trainables.files import write_text
 
 DECISIONS_FILE = "asha.jsonl"  # in the stage's folder in the study, a line per rung decision
 COLUMNS = ("asha_rung", "asha_score", "asha_cutoff", "asha_compared")  # the stopped trials'
@@ -108,12 +106,12 @@ class Rungs:
         return {d.trial_id: d for d in self.decisions if d.stopped}
 
 
-def rungs_of(run: StageRun, log: Path | None = None) -> Rungs:
+def rungs_of(stage: Stage, log: Path | None = None) -> Rungs:
     """The stage's ASHA rungs (none for a FIFO stage)."""
-    scheduler = run.stage.scheduler
+    scheduler = stage.scheduler
     if scheduler.type != "asha":
         return Rungs([], 1.0, log)
-    return Rungs.asha(scheduler.grace_period, scheduler.reduction_factor, run.stage.epochs, log)
+    return Rungs.asha(scheduler.grace_period, scheduler.reduction_factor, stage.epochs, log)
 
 
 def read_decisions(path: Path, *, mend: bool = False) -> list[RungDecision]:
@@ -127,9 +125,7 @@ def read_decisions(path: Path, *, mend: bool = False) -> list[RungDecision]:
         except (ValueError, TypeError):
             continue
     if mend and text and not text.endswith("\n"):
-        aside = path.with_name(f".{path.name}.tmp")
-        aside.write_text("".join(json.dumps(asdict(d)) + "\n" for d in decisions))
-        os.replace(aside, path)
+        write_text(path, "".join(json.dumps(asdict(d)) + "\n" for d in decisions))
     return decisions
 
 

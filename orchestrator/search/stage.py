@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from orchestrator.search.events import StageEvents, StageTally
 from orchestrator.search.results import StageTables
 from orchestrator.search.space import Param
-from orchestrator.study.observer import StageTally, StudyObserver
-from orchestrator.study.spec import Resources, Stage
+from orchestrator.search.stage_spec import Resources, Stage
 from trainables.config import TrialConfig
 from trainables.datasets import DataSplits
 from trainables.status import FINISHED
@@ -51,7 +51,7 @@ class StageRun:
 
 
 class StageRunner(Protocol):
-    def run(self, run: StageRun, data: DataSplits, events: StudyObserver) -> StageTables:
+    def run(self, run: StageRun, data: DataSplits, events: StageEvents) -> StageTables:
         """Run (or finish, after an interruption) the stage; return its tables."""
         ...
 

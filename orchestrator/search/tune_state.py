@@ -11,6 +11,8 @@ import os
 import shutil
 from pathlib import Path
 
+from trainables.files import write_text
+
 KEPT = ".tune-state"  # in the stage folder
 CURRENT = "current"  # in KEPT: the name of the slot that holds the last whole snapshot
 PATTERNS = (
@@ -72,9 +74,7 @@ def _take(kept: Path, files: list[Path], name: str) -> None:
         return
     newest = max((slot / path.name).stat().st_mtime for path in files)
     os.utime(slot, (newest, newest))
-    aside = kept / ".current.tmp"
-    aside.write_text(name)
-    os.replace(aside, kept / CURRENT)
+    write_text(kept / CURRENT, name)
 
 
 def _current_slot(kept: Path) -> Path | None:

@@ -15,6 +15,7 @@ import pandas as pd
 from orchestrator.names import METRIC
 from trainables.config import TrialConfig
 from trainables.datasets import DataSplits
+from trainables.files import replacing
 from trainables.status import TrialStatus
 from trainables.train import train
 
@@ -73,7 +74,5 @@ def choose(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def _write(frame: pd.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    frame.to_parquet(tmp, index=False)
-    tmp.replace(path)
+    with replacing(path) as tmp:
+        frame.to_parquet(tmp, index=False)

@@ -3,55 +3,43 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from trainables.status import TrialStatus
+from orchestrator.search.events import StageEvents
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from orchestrator.search.space import Param
     from orchestrator.search.stage import StageRun
-    from orchestrator.study.folder import (
-        FinalRecord,
-        NarrowingRecord,
-        SanityRecord,
-        StudyFolder,
-        Summary,
-    )
-    from orchestrator.study.pipeline import Study
+    from orchestrator.study.folder import StudyFolder
+    from orchestrator.study.plan import Plan
+    from orchestrator.study.records import FinalRecord, NarrowingRecord, SanityRecord, Summary
+    from orchestrator.study.spec import StudySpec
     from trainables.config import TrialConfig
+    from trainables.datasets import DataSplits
+    from trainables.epoch import EpochReport
     from trainables.sanity_report import SanitySettings
-    from trainables.train import EpochReport
 
 
 @dataclass(frozen=True)
-class TrialInfo:
-    """A trial as a stage runner knows it while it runs: its id and its sampled settings."""
+class StudyStarted:
+    """What a study is about to do: its spec, its plan, its folder and its data."""
 
-    trial_id: str
-    config: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class StageTally:
-    """Where a running stage stands: trials done of all, counts by status, best score."""
-
-    done: int
-    total: int
-    counts: dict[str, int] = field(default_factory=dict)
-    best: float | None = None
-    elapsed_s: float = 0.0
+    spec: StudySpec
+    plan: Plan
+    path: Path
+    data: DataSplits
 
 
-class StudyObserver:
+class StudyObserver(StageEvents):
     """Every hook does nothing; an observer overrides the ones it needs. Hooks run in the
     study's process (trial hooks too: the stage runner forwards them from its trials)."""
 
-    def study_started(self, study: Study) -> None: ...
+    def study_started(self, started: StudyStarted) -> None: ...
 
     def sanity_started(self, settings: SanitySettings) -> None: ...
 
@@ -71,21 +59,6 @@ class StudyObserver:
         """The coarse stage searches ``new``, not the spec's ``old``: the rest is futile."""
 
     def stage_started(self, run: StageRun) -> None: ...
-
-    def stage_resumed(self, stage: str, path: Path) -> None: ...
-
-    def trial_started(self, stage: str, trial: TrialInfo) -> None: ...
-
-    def trial_epoch(self, stage: str, trial: TrialInfo, result: dict[str, Any]) -> None: ...
-
-    def trial_finished(
-        self, stage: str, trial: TrialInfo, status: TrialStatus, epochs: int
-    ) -> None: ...
-
-    def stage_progress(self, stage: str, tally: StageTally) -> None: ...
-
-    def stage_ended(self, stage: str) -> None:
-        """The runner is done with the stage (its trials report nothing more)."""
 
     def stage_results(
         self, stage: str, trials: pd.DataFrame, searched: list[str], top_k: int, path: Path
@@ -112,19 +85,34 @@ class StudyObserver:
 
     def study_failed(self, error: Exception) -> None: ...
 
+    def observer_failed(self, observer: str, hook: str, error: Exception) -> None:
+        """``observer`` raised ``error`` in ``hook`` and watches no more."""
 
-class Observers:
-    """Several observers as one: each hook calls every observer in order."""
+
+class Observers(StudyObserver):
+    """Several observers as one: each hook calls every observer in order. One that raises is
+    said in one line (the others' ``observer_failed``) and detached; the study goes on, since
+    its record is the study folder, not what an observer shows or copies of it."""
 
     def __init__(self, observers: Sequence[StudyObserver] = ()) -> None:
-        self.all = tuple(observers)
+        self.all = list(observers)
 
-    def __getattr__(self, hook: str) -> Any:
-        if hook.startswith("_") or not callable(getattr(StudyObserver, hook, None)):
-            raise AttributeError(hook)
-
-        def call(*args: Any, **kwargs: Any) -> None:
-            for observer in self.all:
+    def each(self, hook: str, *args: Any, **kwargs: Any) -> None:
+        for observer in list(self.all):
+            try:
                 getattr(observer, hook)(*args, **kwargs)
+            except Exception as exc:
+                self.all.remove(observer)
+                self.observer_failed(type(observer).__name__, hook, exc)
 
-        return call
+
+def _fan_out(hook: str) -> Callable[..., None]:
+    def call(self: Observers, *args: Any, **kwargs: Any) -> None:
+        self.each(hook, *args, **kwargs)
+
+    call.__name__ = call.__qualname__ = hook
+    return call
+
+
+for _hook in [name for name in dir(StudyObserver) if not name.startswith("_")]:
+    setattr(Observers, _hook, _fan_out(_hook))

@@ -5,7 +5,6 @@ how resume works). Whoever watches (console, MLflow) is told through the observe
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,32 +16,29 @@ import pandas as pd
 from orchestrator.names import METRIC, Step, round_number, round_stage
 from orchestrator.run_folder import RunFolder, train_run
 from orchestrator.search.checkpoints import prune
-from orchestrator.search.narrowing import Limit, NarrowDecision, narrow
 from orchestrator.search.ranking import rank
 from orchestrator.search.space import Param
 from orchestrator.search.stage import StageRun, StageRunner
 from orchestrator.study.candidates import choose, score_candidates
-from orchestrator.study.folder import (
-    NarrowingRecord,
-    RangeDecision,
-    StudyFolder,
-    Summary,
+from orchestrator.study.folder import StudyFolder
+from orchestrator.study.narrowing_decision import (
+    PENALTY_LIMIT,
+    decide_narrowing,
+    narrowing_limits,
+    nothing_usable,
 )
-from orchestrator.study.observer import Observers, StudyObserver
+from orchestrator.study.observer import Observers, StudyObserver, StudyStarted
 from orchestrator.study.plan import plan_study
+from orchestrator.study.records import NarrowingRecord, Summary
 from orchestrator.study.room import check_room, out_of_room, stop_stage
 from orchestrator.study.sanity_step import run_sanity
-from orchestrator.study.spec import AUTO, StudySpec
+from orchestrator.study.spec import StudySpec
 from trainables.config import TrialConfig
 from trainables.cross_validation import merged
 from trainables.datasets import DataSplits, Split
 from trainables.errors import BabysitterError
-from trainables.sanity import explodes_above, penalty_limit
 from trainables.status import FINISHED
 
-# Narrowing never widens l2 past the value whose penalty at initialisation is this many ln C.
-PENALTY_LIMIT = 10.0
-SETTLED = 0.5
 LR_COVERAGE = 0.5  # warn when the lr range covers less of the probe's learning range
 
 
@@ -60,13 +56,13 @@ class Study:
         skip_sanity: bool = False,
     ) -> None:
         self.folder, self.spec, self.data, self.runner = folder, spec, data, runner
-        self.events: StudyObserver = Observers(observers)  # type: ignore[assignment]
+        self.events = Observers(observers)
         self.skip_sanity = skip_sanity
         self.plan = plan_study(spec, len(data.train), len(data.val))
 
     def run(self, target: Step = Step.FINAL) -> Summary:
         """Every step up to ``target`` that has not finished yet; returns the summary."""
-        self.events.study_started(self)
+        self.events.study_started(StudyStarted(self.spec, self.plan, self.folder.path, self.data))
         try:
             summary = self._steps(target)
         except Exception as exc:
@@ -122,7 +118,7 @@ class Study:
         when ``final.candidates`` x ``final.seeds`` > 1) and what the summary says of it."""
         best = rank(trials)
         if best.empty:
-            raise BabysitterError(_nothing_usable(stage, trials))
+            raise BabysitterError(nothing_usable(stage, trials))
         if not spec.final.retrains:
             return best.iloc[0], {"round": stage}
         table = self._candidates(spec, stage, best, space)
@@ -218,7 +214,8 @@ class Study:
         into = round_stage(round_number(source) + 1)
         record = self.folder.read_narrowing(into)
         if record is None:
-            record = decide_narrowing(spec, trials, self._limits(spec), source, space)
+            limits = narrowing_limits(spec, self.folder.read_sanity(), self.data)
+            record = decide_narrowing(spec, trials, limits, source, space)
             self.folder.write_narrowing(record)
         self.events.narrowing_decided(record)
         return record
@@ -249,7 +246,7 @@ class Study:
         l2 = space.get("l2")
         if l2 is None or not l2.numeric:
             return space
-        limit = self._limits(spec)["l2"]
+        limit = narrowing_limits(spec, self.folder.read_sanity(), self.data)["l2"]
         old = l2.range()
         if old.low >= limit.high:
             raise BabysitterError(
@@ -263,18 +260,6 @@ class Study:
         capped = l2.with_range(dataclasses.replace(old, high=limit.high))
         self.events.range_capped(l2, capped, limit.why)
         return {**space, "l2": capped}
-
-    def _limits(self, spec: StudySpec) -> dict[str, Limit]:
-        """How far narrowing may widen, from what the sanity checks measured."""
-        limits = {}
-        sanity = self.folder.read_sanity()
-        explodes = explodes_above(sanity.report.probes) if sanity is not None else None
-        if explodes is not None:
-            limits["lr"] = Limit(explodes, f"the lr probe explodes at {explodes:.0e}")
-        l2 = penalty_limit(spec.base_config(), self.data, PENALTY_LIMIT)
-        why = f"above it the initial L2 penalty exceeds {PENALTY_LIMIT:g} x ln C"
-        limits["l2"] = Limit(l2, why)
-        return limits
 
     def _final(self, config: TrialConfig, searched: list[str]) -> dict[str, Any]:
         """The chosen config trained once more: on train + val when the trials
@@ -296,66 +281,6 @@ class Study:
         if record.test is not None:
             outcome["test_accuracy"] = record.test.accuracy
         return outcome
-
-
-def decide_narrowing(
-    spec: StudySpec,
-    trials: pd.DataFrame,
-    limits: dict[str, Limit] | None = None,
-    source: str = Step.COARSE,
-    space: dict[str, Param] | None = None,
-) -> NarrowingRecord:
-    """The next round's space from the top trials of round ``source`` (which searched
-    ``space``, the spec's by default): the lecture's coarse -> fine, never widened past
-    ``limits``. With ``rounds: auto`` a fine round is the last when its best trials sit inside
-    the box and the box stopped shrinking (``stop`` says so)."""
-    space = space if space is not None else spec.space()
-    numeric = [p.range() for p in space.values() if p.numeric]
-    try:
-        decisions = narrow(
-            numeric, rank(trials).to_dict("records"), top_k=spec.narrowing.top_k, limits=limits
-        )
-    except ValueError:
-        raise BabysitterError(_nothing_usable(source, trials)) from None
-    fine = dict(space)
-    for d in decisions:
-        fine[d.new.name] = space[d.new.name].with_range(d.new)
-    stop = ""
-    if spec.rounds == AUTO and round_number(source) >= 2:
-        stop = rounds_settled(decisions)
-    return NarrowingRecord(
-        METRIC,
-        spec.narrowing.top_k,
-        tuple(
-            RangeDecision(
-                d.old.name,
-                space[d.old.name].to_spec(),
-                fine[d.old.name].to_spec(),
-                d.reason,
-                tuple(d.trial_ids),
-            )
-            for d in decisions
-        ),
-        {name: p.to_spec() for name, p in fine.items()},
-        source=source,
-        into=round_stage(round_number(source) + 1),
-        stop=stop,
-    )
-
-
-def rounds_settled(decisions: list[NarrowDecision]) -> str:
-    """Why no further round is needed (empty when one is): no range widens (the best sit
-    inside the box) and the narrowed box keeps more than ``SETTLED`` of the old one's volume
-    in the searched units (the top trials spread over most of it: narrowing learns little)."""
-    if any(d.new.low < d.old.low or d.new.high > d.old.high for d in decisions):
-        return ""
-    kept = math.prod(d.new.span / d.old.span for d in decisions)
-    if kept <= SETTLED:
-        return ""
-    return (
-        f"the best trials sit inside the box and it stopped shrinking (the next box would "
-        f"keep {kept:.0%} of it, more than {SETTLED:.0%})"
-    )
 
 
 def without_test(data: DataSplits) -> DataSplits:
@@ -393,14 +318,6 @@ def _best_row(trials: pd.DataFrame, space: dict[str, Param]) -> dict[str, Any]:
 
 def _with(summary: Summary, **changes: Any) -> Summary:
     return dataclasses.replace(summary, **changes)
-
-
-def _nothing_usable(stage: str, trials: pd.DataFrame) -> str:
-    counts = trials["status"].value_counts().to_dict()
-    return (
-        f"the {stage} stage has no usable trial ({', '.join(f'{v} {k}' for k, v in counts.items())}"
-        "); lower the lr range or check `babysit results` for the errors"
-    )
 
 
 def plain(value: Any) -> Any:

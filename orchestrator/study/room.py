@@ -10,11 +10,11 @@ import shutil
 from pathlib import Path
 from typing import NoReturn
 
+from orchestrator.names import STOPPED_MARK
 from trainables.errors import BabysitterError
 
 MIN_FREE_MB = 64  # a step's checkpoints, tables and records, with room to spare
 DISK_FULL = ("No space left on device", "database or disk is full", "Errno 28")
-STOPPED_MARK = "stopped-on-a-full-disk"  # in a stage's folder: its errored trials run again
 
 
 def free_mb(path: Path) -> float:

@@ -9,12 +9,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from orchestrator.names import Step
-from orchestrator.study.folder import SanityRecord, StudyFolder
+from orchestrator.study.folder import StudyFolder
 from orchestrator.study.observer import StudyObserver
+from orchestrator.study.records import SanityRecord
 from orchestrator.study.spec import StudySpec
 from trainables.datasets import DataSplits
-from trainables.sanity import decades, run_checks
+from trainables.sanity import run_checks
 from trainables.sanity_report import EXPLODES, SanityReport, SanitySettings
+from trainables.sanity_verdicts import decades
 from trainables.trial_state import build_model
 
 

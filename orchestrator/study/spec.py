@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from orchestrator.names import SEARCH_STAGES, BudgetName, round_number
 from orchestrator.search.space import Param, parse_space
+from orchestrator.search.stage_spec import Resources, Stage, Strict
 from trainables.config import TrialConfig, field_names
 from trainables.errors import ConfigError
 
@@ -48,39 +49,11 @@ BUDGETS: dict[BudgetName, Budget | None] = {
 }
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Scheduler(_Strict):
-    type: Literal["asha", "fifo"] = "asha"
-    grace_period: int = Field(1, ge=1)
-    reduction_factor: float = Field(3.0, gt=1)
-
-
-class Stage(_Strict):
-    trials: int = Field(ge=1)
-    epochs: int = Field(ge=1)
-    search: Literal["random", "grid", "optuna"] = "random"
-    scheduler: Scheduler = Scheduler()
-
-    def capped(self, trials: int, epochs: int) -> Stage:
-        epochs = min(self.epochs, epochs)
-        grace = min(self.scheduler.grace_period, epochs)
-        return self.model_copy(
-            update={
-                "trials": min(self.trials, trials),
-                "epochs": epochs,
-                "scheduler": self.scheduler.model_copy(update={"grace_period": grace}),
-            }
-        )
-
-
-class Narrowing(_Strict):
+class Narrowing(Strict):
     top_k: int = Field(10, ge=1)
 
 
-class Final(_Strict):
+class Final(Strict):
     epochs: int | None = Field(None, ge=1)
     # the top candidates of the last round retrained with this many seeds, chosen by the mean
     candidates: int = Field(1, ge=1)
@@ -91,13 +64,7 @@ class Final(_Strict):
         return self.candidates * self.seeds > 1
 
 
-class Resources(_Strict):
-    cpus_per_trial: float = Field(1.0, gt=0)
-    gpus_per_trial: float = Field(0.0, ge=0)
-    max_concurrent: int | None = Field(None, ge=1)
-
-
-class StudySpec(_Strict):
+class StudySpec(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     trial: dict[str, Any]
     search_space: dict[str, Any]

@@ -11,7 +11,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.names import Step
-from orchestrator.study.observer import StudyObserver, TrialInfo
+from orchestrator.search.events import TrialInfo
+from orchestrator.study.observer import StudyObserver, StudyStarted
 from orchestrator.tracking.record import (
     pending,
     record_pending,
@@ -30,11 +31,11 @@ from trainables.status import TrialStatus
 
 if TYPE_CHECKING:
     from orchestrator.search.stage import StageRun
-    from orchestrator.study.folder import StudyFolder, Summary
-    from orchestrator.study.pipeline import Study
+    from orchestrator.study.folder import StudyFolder
+    from orchestrator.study.records import Summary
     from orchestrator.study.spec import StudySpec
     from trainables.config import TrialConfig
-    from trainables.train import EpochReport
+    from trainables.epoch import EpochReport
 
 Echo = Callable[[str], None]
 RETRY_WAIT_S = 5.0
@@ -48,10 +49,10 @@ class MlflowObserver(StudyObserver):
         self.tracker, self.folder, self.spec, self.echo = tracker, folder, spec, echo
         self.live = LiveTrials(tracker, echo)
 
-    def study_started(self, study: Study) -> None:
+    def study_started(self, started: StudyStarted) -> None:
         target = self.tracker.target
         self.echo(f"mlflow   experiment {target.experiment!r} at {target.uri}")
-        self.spec = study.spec
+        self.spec = started.spec
         self.record()
 
     def step_finished(self, step: str) -> None:

@@ -19,15 +19,10 @@ from orchestrator.search.rungs import decision_text
 from orchestrator.search.space import Param
 from orchestrator.study.folder import StudyFolder
 from orchestrator.study.spec import StudySpec
-from orchestrator.tracking.store import (
-    NOTE,
-    StudyTracker,
-    TrackingTarget,
-    delivery_errors,
-    embedded_uri,
-    source_commit,
-    stage_note,
-)
+from orchestrator.tracking.model_export import log_model, served_weights
+from orchestrator.tracking.sqlite_store import embedded_uri
+from orchestrator.tracking.store import StudyTracker, TrackingTarget, delivery_errors, source_commit
+from orchestrator.tracking.ui_text import NOTE, stage_note
 from trainables.config import field_names
 from trainables.errors import BabysitterError
 from trainables.metrics import ClassificationReport
@@ -242,8 +237,8 @@ def record_final(tracker: StudyTracker, folder: StudyFolder) -> None:
             artifacts += [folder.final / "test_metrics.json", *_report_tables(test, Path(tmp))]
             if not tracker.client.get_run(run_id).data.tags.get("model"):
                 classes = len(test.class_names)
-                weights, example = _served_weights(folder, final.config, classes, tmp)
-                tags["model"] = tracker.log_model(run_id, weights, example)
+                weights, example = served_weights(folder, final.config, classes, Path(tmp))
+                tags["model"] = log_model(tracker.target.uri, run_id, weights, example)
         tracker.finish_stage(Step.FINAL, metrics=metrics, tags=tags, artifacts=artifacts)
 
 
@@ -279,25 +274,6 @@ def _chosen_trial(
         "chosen_run_id": run_id,
         NOTE: stage_note(Step.FINAL) + f"\n\nTrained from {stage} trial {link}.",
     }
-
-
-def _served_weights(
-    folder: StudyFolder, config: dict[str, Any], classes: int, into: str
-) -> tuple[Path, Any]:
-    """The final model's settings and weights in one weights-only file (what the served model
-    reads), and the input example."""
-    import numpy as np
-    import torch
-
-    from trainables.checkpoint import load_checkpoint
-
-    example = np.load(folder.input_example)
-    settings = {k: config[k] for k in ("batch_norm", "he_init", "dropout", "width")}
-    settings.update(in_channels=example.shape[1], classes=classes, size=list(example.shape[2:]))
-    state = load_checkpoint(folder.final / "checkpoint.pt", config)["model"]
-    path = Path(into) / "weights.pt"
-    torch.save({"settings": settings, "state": state}, path)
-    return path, example
 
 
 def _report_tables(test: ClassificationReport, folder: Path) -> list[Path]:

@@ -14,7 +14,7 @@ from mlflow.pyfunc import PythonModel
 
 from trainables.model import SeedCNN
 
-# store.WEIGHTS (this file runs where only trainables/ comes along): {"settings", "state"}
+# model_export.WEIGHTS (this file runs where only trainables/ comes along): {"settings", "state"}
 WEIGHTS = "weights"
 
 

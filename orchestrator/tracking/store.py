@@ -9,20 +9,24 @@ courtesy to whoever watches the UI; a failed one only delays that record.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 import math
 import os
 import subprocess
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orchestrator.names import METRIC
 from orchestrator.search.results import DIVERGED, ERRORED
+from orchestrator.tracking.ui_text import (
+    NOTE,
+    experiment_tags,
+    shared_view,
+    stage_note,
+    status_name,
+)
 from trainables.errors import BabysitterError
 from trainables.status import TrialStatus
 
@@ -33,8 +37,6 @@ TRACKED += ("val_acc_se", "val_loss_se", "train_penalty")
 PER_LAYER_OR_FOLD = ("update_ratio/", "fold")
 DATA_LOSS = "train_data_loss"  # train_loss includes the L2 penalty; val_loss does not
 RETRY_S = 10.0
-URI_VARIABLE = "MLFLOW_TRACKING_URI"
-WEIGHTS = "weights"  # the logged model's artifact that served_model.py reads
 HTTP = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
 
 
@@ -53,47 +55,6 @@ def epoch_metrics(report: Mapping[str, Any]) -> dict[str, float]:
     if "train_loss" in metrics and "train_penalty" in metrics:  # comparable with val_loss
         metrics[DATA_LOSS] = metrics["train_loss"] - metrics["train_penalty"]
     return metrics
-
-
-def embedded_uri(study: Path) -> str:
-    return f"sqlite:///{(study / 'mlflow' / 'mlflow.db').resolve()}"
-
-
-ARTIFACT_COLUMNS = (
-    ("experiments", "artifact_location"),
-    ("runs", "artifact_uri"),
-    ("logged_models", "artifact_location"),
-)
-
-
-def relocate(study: Path, experiment: str) -> str | None:
-    """Point the study's own store at the artifacts where the folder is now. MLflow records
-    absolute artifact URIs, so a copied or moved study would show the original's files, or
-    none once it is gone; returns the old location when it moved. Done on the SQLite file
-    before MLflow opens it."""
-    import sqlite3
-
-    store = study / "mlflow" / "mlflow.db"
-    if not store.exists():
-        return None
-    here = (study / "mlflow" / "artifacts").resolve().as_uri()
-    try:
-        with contextlib.closing(sqlite3.connect(store)) as db, db:
-            found = db.execute(
-                "select artifact_location from experiments where name = ?", (experiment,)
-            ).fetchone()
-            old = found[0] if found else None
-            if old is None or old == here:
-                return None
-            for table, column in ARTIFACT_COLUMNS:
-                db.execute(
-                    f"update {table} set {column} = ? || substr({column}, ?) "
-                    f"where substr({column}, 1, ?) = ?",
-                    (here, len(old) + 1, len(old), old),
-                )
-    except sqlite3.DatabaseError:  # damaged: opening it says so, in one line
-        return None
-    return old
 
 
 def source_commit() -> str:
@@ -193,16 +154,6 @@ def open_tracker(target: TrackingTarget, echo: Echo) -> StudyTracker:
     return StudyTracker(target, client, experiment_id, echo)
 
 
-def forget_store(uri: str) -> None:
-    """Close this process's connections to the store at ``uri`` (MLflow keeps one engine per
-    URI for the process's life), so a store set aside is not written through them."""
-    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
-
-    engine = getattr(SqlAlchemyStore, "_engine_map", {}).pop(uri, None)
-    if engine is not None:
-        engine.dispose()
-
-
 def experiment_id(uri: str, name: str) -> str | None:
     """The id of experiment ``name`` in the store at ``uri``, or None."""
     _quiet_mlflow()
@@ -210,70 +161,6 @@ def experiment_id(uri: str, name: str) -> str | None:
 
     experiment = MlflowClient(uri).get_experiment_by_name(name)
     return None if experiment is None else experiment.experiment_id
-
-
-def experiment_tags(name: str) -> dict[str, str]:
-    """Model training, not GenAI (the UI then opens on the runs table), and what it holds."""
-    return {
-        "mlflow.experimentKind": "custom_model_development",
-        NOTE: (
-            f"babysitter study `{name}`: one parent run per step (sanity, coarse, fine, ..., "
-            "final) and one child run per trial. Sort the runs by `val_acc`; `log10_lr` and "
-            "`log10_l2` put log-searched settings on readable axes; each trial's `status` tag "
-            "says whether it completed or ASHA stopped it. The study folder holds the same "
-            "record and `report.html`, the command center."
-        ),
-    }
-
-
-VIEW = "babysitter"  # the runs table's view: the URL ``babysit ui`` prints opens it
-
-
-def shared_view(searched: Sequence[str]) -> dict[str, str]:
-    """The runs table as a reviewer wants it: best val_acc first, with the searched settings,
-    the stage and how each trial ended as columns (the UI's default shows none of them). The
-    UI reads it from this experiment tag when its URL carries ``viewStateShareKey``."""
-    columns = [f"metrics.`{METRIC}`", *(f"params.`{name}`" for name in searched)]
-    columns += ["tags.`stage`", "tags.`status`"]
-    state = {"selectedColumns": columns, "orderByKey": f"metrics.`{METRIC}`", "orderByAsc": False}
-    return {f"mlflow.sharedViewState.{VIEW}": json.dumps(state)}
-
-
-def runs_url(url: str, experiment: str) -> str:
-    """The experiment's runs table in the UI at ``url``, in babysitter's view."""
-    return f"{url}/#/experiments/{experiment}/runs?viewStateShareKey={VIEW}"
-
-
-def stage_note(stage: str) -> str:
-    """The description a step's parent run shows in the UI."""
-    if stage == "sanity":
-        return (
-            "The babysitting checks before any search: initial loss, regularization, "
-            "overfitting 20 examples, the lr probe (its plot is an artifact)."
-        )
-    if stage == "final":
-        return (
-            "The chosen config trained once more and tested: test metrics, the model, and the "
-            "report's model figures (filters, activations, confusion matrix) as artifacts."
-        )
-    return (
-        f"Search round `{stage}`: one child run per trial, its settings as params, metrics per "
-        "epoch; `best_run_id` names the winner; the search figures are artifacts."
-    )
-
-
-NOTE = "mlflow.note.content"  # the description the UI shows for an experiment or run
-
-
-def status_name(name: str, status: str, epochs_run: int) -> str:
-    """The run name with how the trial ended, where the UI's run table shows it (its own
-    status column says FINISHED, green, for an ASHA stop too)."""
-    base = name.split(" [", 1)[0]
-    if status == TrialStatus.COMPLETED or not base:
-        return base
-    if status == TrialStatus.STOPPED:
-        return f"{base} [stopped at epoch {epochs_run}]"
-    return f"{base} [{status}]"
 
 
 def _ms(seconds: float | None) -> int | None:
@@ -465,35 +352,6 @@ class StudyTracker:
         ]
         for start in range(0, len(batch), 1000):  # MLflow's log_batch takes 1000 metrics
             self.client.log_batch(run_id, metrics=batch[start : start + 1000])
-
-    def log_model(self, run_id: str, weights: Path, example: Any) -> str:
-        """Log the final model (``weights``: its settings and state dict) as MLflow serves it
-        (``served_model.py``), with the signature inferred from ``example`` (normalized images;
-        two, so the batch size stays free); returns its URI."""
-        import mlflow
-        import torch
-
-        import trainables
-
-        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a job's log
-        exported = os.environ.get(URI_VARIABLE)
-        mlflow.set_tracking_uri(self.target.uri)
-        try:
-            with mlflow.start_run(run_id=run_id):
-                info = mlflow.pyfunc.log_model(
-                    name="model",
-                    python_model=Path(__file__).with_name("served_model.py"),
-                    artifacts={WEIGHTS: str(weights)},
-                    code_paths=[str(Path(trainables.__file__).parent)],
-                    input_example=example,
-                    pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "numpy"],
-                )
-        finally:  # set_tracking_uri also exports the URI; the process keeps the one it had
-            if exported is None:
-                os.environ.pop(URI_VARIABLE, None)
-            else:
-                os.environ[URI_VARIABLE] = exported
-        return info.model_uri
 
     def _search(self, **tags: str) -> list[Any]:
         wanted = {"study_id": self.target.study_id, **tags}

@@ -137,8 +137,8 @@ def interrupts_driver(driver: int, marker: Path, at_lr: float) -> Callable[..., 
 def scored_by_l2(config, data, *, on_epoch, checkpoint_path, resume) -> None:
     """No training, for the in-process runner: val_acc rises with l2, so narrowing presses
     toward the top of the range (where an uncapped search would go)."""
+    from trainables.epoch import EpochReport
     from trainables.status import TrialStatus
-    from trainables.train import EpochReport
 
     for epoch in range(1, config.epochs + 1):
         metrics = {"epoch": epoch, "val_acc": 0.5 + config.l2 / 1000, "val_loss": 1.0}

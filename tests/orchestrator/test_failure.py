@@ -19,7 +19,7 @@ from orchestrator.failure import what_happened
 from orchestrator.search.results import disagreement
 from orchestrator.search.rungs import read_decisions
 from orchestrator.study.folder import StudyFolder
-from orchestrator.tracking.store import embedded_uri
+from orchestrator.tracking.sqlite_store import embedded_uri
 from tests.conftest import FACES, assert_one_line_error, babysit_here, babysit_started
 from tests.orchestrator.tracking.mlflow_checks import assert_study_recorded
 

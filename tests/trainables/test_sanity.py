@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from trainables.datasets import Split
-from trainables.sanity import decades, propose_range, run_checks
+from trainables.sanity import run_checks
 from trainables.sanity_report import (
     CHECKS,
     EXPLODES,
@@ -24,6 +24,7 @@ from trainables.sanity_report import (
     SanityReport,
     SanitySettings,
 )
+from trainables.sanity_verdicts import decades, propose_range
 from trainables.trial_state import build_model
 
 QUICK = SanitySettings(probe_lrs=(1e-6, 1e-4, 1e-2, 1.0), probe_steps=40, overfit_steps=150)

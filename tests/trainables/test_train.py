@@ -6,8 +6,10 @@ import torch
 
 from trainables.checkpoint import load_checkpoint
 from trainables.datasets import load_data
+from trainables.epoch import COMPLETED, DIVERGED, SYNC_EVERY, lr_at
 from trainables.errors import BabysitterError
-from trainables.train import COMPLETED, DIVERGED, SYNC_EVERY, evaluate_on_test, lr_at, train
+from trainables.evaluation import evaluate_on_test
+from trainables.train import train
 
 
 def strip_timing(history):
@@ -120,7 +122,7 @@ def test_lr_schedules(small):
 
 
 def test_l2_penalty_skips_biases(small, small_faces):
-    from trainables.train import l2_penalty
+    from trainables.epoch import l2_penalty
     from trainables.trial_state import build_model
 
     model = build_model(small, small_faces)

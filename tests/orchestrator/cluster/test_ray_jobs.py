@@ -19,7 +19,7 @@ import pytest
 from mlflow import MlflowClient
 
 from orchestrator.cluster.ray_runtime import ray_runtime
-from orchestrator.tracking.store import embedded_uri
+from orchestrator.tracking.sqlite_store import embedded_uri
 from tests.conftest import BABYSIT, FACES, assert_one_line_error
 from tests.orchestrator.tracking.mlflow_checks import assert_study_recorded
 from tests.orchestrator.tracking.test_store import free_port

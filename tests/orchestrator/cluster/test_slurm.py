@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from orchestrator.tracking.store import embedded_uri
+from orchestrator.tracking.sqlite_store import embedded_uri
 from tests.conftest import FACES, babysit_here
 from tests.orchestrator.cluster.slurm import one_node_slurm, wait_for_state
 from tests.orchestrator.tracking.mlflow_checks import assert_study_recorded

@@ -21,7 +21,8 @@ from orchestrator.report.diagnosis import (
 from orchestrator.report.model_views import _activations, _dead_fraction
 from orchestrator.search.space import parse_space
 from trainables.datasets import load_data
-from trainables.train import device_split, train
+from trainables.evaluation import device_split
+from trainables.train import train
 from trainables.trial_state import build_model
 
 

@@ -18,7 +18,7 @@ from orchestrator.names import BudgetName, Step
 from orchestrator.search.ray_stage import RayStageRunner
 from orchestrator.study.folder import StudyFolder
 from orchestrator.study.spec import parse_spec
-from orchestrator.tracking.store import embedded_uri
+from orchestrator.tracking.sqlite_store import embedded_uri
 from tests.conftest import FACES, seed_store
 from tests.orchestrator.tracking.mlflow_checks import assert_stage_recorded, tree
 

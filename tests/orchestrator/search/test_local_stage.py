@@ -14,8 +14,8 @@ from orchestrator.search.rungs import read_decisions
 from orchestrator.search.stage import StageRun
 from orchestrator.study.observer import StudyObserver
 from orchestrator.study.spec import parse_spec
+from trainables.epoch import EpochReport
 from trainables.status import TrialStatus
-from trainables.train import EpochReport
 
 SPEC = """
 name: planted

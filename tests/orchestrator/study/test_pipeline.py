@@ -19,15 +19,17 @@ from ray import cloudpickle
 
 from orchestrator.console import ConsoleObserver
 from orchestrator.names import Step
+from orchestrator.search.epoch_log import read_log
 from orchestrator.search.local_stage import LocalStageRunner
 from orchestrator.search.ray_stage import RayStageRunner
 from orchestrator.search.stage import StageRun
 from orchestrator.session import load_study_data
 from orchestrator.study.folder import StudyFolder
+from orchestrator.study.narrowing_decision import PENALTY_LIMIT
 from orchestrator.study.observer import StudyObserver
-from orchestrator.study.pipeline import PENALTY_LIMIT, Study
+from orchestrator.study.pipeline import Study
 from orchestrator.study.spec import PRESETS, parse_spec
-from orchestrator.tracking.store import embedded_uri
+from orchestrator.tracking.sqlite_store import embedded_uri
 from tests.conftest import FACES, assert_one_line_error, babysit_here, babysit_started
 from tests.orchestrator import planted
 from tests.orchestrator.tracking.mlflow_checks import assert_study_recorded
@@ -122,13 +124,10 @@ def _committed_finished(experiment: Path) -> set[str]:
 
 
 def _reports(experiment: Path) -> dict[str, int]:
-    """Trial id -> number of results it reported."""
-    counts = {}
-    for result in experiment.glob("*/result.json"):
-        rows = [json.loads(line) for line in result.read_text().splitlines() if line.strip()]
-        if rows:
-            counts[rows[0]["trial_id"]] = len(rows)
-    return counts
+    """Trial id -> number of results it reported, from the driver's epoch log (written as each
+    result arrives, before Tune saves its state; Tune copies result.json into the study later,
+    so a trial can be marked finished there before its result.json arrives)."""
+    return {trial: len(rows) for trial, rows in read_log(experiment)[0].items()}
 
 
 def run_until_killed(

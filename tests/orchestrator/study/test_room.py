@@ -20,7 +20,7 @@ from orchestrator.study.observer import StudyObserver
 from orchestrator.study.pipeline import Study
 from orchestrator.study.room import MIN_FREE_MB, free_mb
 from orchestrator.study.spec import parse_spec
-from orchestrator.tracking.store import embedded_uri
+from orchestrator.tracking.sqlite_store import embedded_uri
 from tests.conftest import TINY_SPEC, seed_store
 from tests.orchestrator.tracking.mlflow_checks import assert_study_recorded
 from trainables.datasets import load_data

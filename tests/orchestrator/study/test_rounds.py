@@ -14,13 +14,13 @@ from orchestrator import session
 from orchestrator.names import BudgetName, Step, round_number, round_stage
 from orchestrator.search.local_stage import LocalStageRunner
 from orchestrator.study.folder import StudyFolder
-from orchestrator.study.pipeline import decide_narrowing
+from orchestrator.study.narrowing_decision import decide_narrowing
 from orchestrator.study.spec import load_spec, parse_spec
-from orchestrator.tracking.store import embedded_uri
+from orchestrator.tracking.sqlite_store import embedded_uri
 from tests.conftest import assert_one_line_error, babysit_here
 from tests.orchestrator.study.test_pipeline import _reports, run_until_killed
 from tests.orchestrator.tracking.mlflow_checks import assert_study_recorded, tree
-from trainables.train import EpochReport
+from trainables.epoch import EpochReport
 
 SPEC = """
 name: rounds

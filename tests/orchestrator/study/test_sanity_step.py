@@ -16,7 +16,7 @@ from orchestrator.search.local_stage import LocalStageRunner
 from orchestrator.search.space import Param
 from orchestrator.study.folder import StudyFolder
 from orchestrator.study.spec import parse_spec
-from orchestrator.tracking.store import embedded_uri
+from orchestrator.tracking.sqlite_store import embedded_uri
 from tests.conftest import (
     FINISHED_SPEC,
     assert_one_line_error,

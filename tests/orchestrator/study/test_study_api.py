@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from orchestrator import session
+from orchestrator.console import ConsoleObserver
 from orchestrator.names import Step
 from orchestrator.search.local_stage import LocalStageRunner, rungs_of, samples
 from orchestrator.search.stage import StageRun
@@ -51,8 +52,17 @@ def _recording(hook: str):
     return record
 
 
-for _hook in [n for n in vars(StudyObserver) if not n.startswith("_")]:
+for _hook in [n for n in dir(StudyObserver) if not n.startswith("_")]:
     setattr(Recorder, _hook, _recording(_hook))
+
+
+class Broken(StudyObserver):
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def stage_started(self, run) -> None:
+        self.calls += 1
+        raise OSError("no room for the plot\nsecond line")
 
 
 def without_ids(summary) -> dict:
@@ -115,8 +125,18 @@ def test_a_study_runs_each_step_and_tells_its_observers_in_order(tmp_path, spec,
     assert summary.final["test_accuracy"] > 0.6
     assert json.loads(folder.summary_file.read_text()) == summary.to_dict()
 
-    _, unwatched = run_study(tmp_path / "unwatched", spec, data)
-    assert without_ids(unwatched) == without_ids(summary)  # nobody watching changes nothing
+    lines: list[str] = []
+    broken = Broken()
+    _, unwatched = run_study(
+        tmp_path / "unwatched", spec, data, [broken, ConsoleObserver(lines.append)]
+    )
+    assert without_ids(unwatched) == without_ids(summary)  # who watches changes nothing
+    assert broken.calls == 1 and "study    local" in lines[0] and "chosen   " in "\n".join(lines)
+    said = [line for line in lines if "Broken" in line]
+    assert said == [
+        "warning  Broken stopped watching: OSError in stage_started (no room for the plot); "
+        "the study goes on, and the study folder keeps every record"
+    ]
 
 
 def test_a_finished_study_runs_again_without_training_anything(tmp_path, spec, data):
@@ -134,7 +154,7 @@ def test_a_stage_draws_the_same_settings_from_its_seed(spec):
     run = StageRun(
         "coarse", spec.coarse, spec.space(), spec.base_config(), spec.resources, 0, Path("x")
     )
-    assert list(rungs_of(run).recorded) == [2, 1]  # grace 1, factor 2, 3 epochs
+    assert list(rungs_of(run.stage).recorded) == [2, 1]  # grace 1, factor 2, 3 epochs
     first, second = list(samples(run)), list(samples(run))
     assert first == second and len({s["lr"] for s in first}) == 4
 

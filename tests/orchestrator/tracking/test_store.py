@@ -29,11 +29,11 @@ from orchestrator.search.local_stage import LocalStageRunner
 from orchestrator.study.folder import StudyFolder
 from orchestrator.study.spec import load_spec, parse_spec
 from orchestrator.tracking.record import tracking_target
+from orchestrator.tracking.sqlite_store import embedded_uri
 from orchestrator.tracking.store import (
     TRACKED,
     TrackingTarget,
     connect,
-    embedded_uri,
     epoch_metrics,
     open_tracker,
 )

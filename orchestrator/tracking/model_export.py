@@ -1,0 +1,62 @@
+"""The final model exported to MLflow as it serves it (``served_model.py``): its settings and
+weights in one weights-only file, logged with an input example and the code that rebuilds it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from orchestrator.study.folder import StudyFolder
+
+URI_VARIABLE = "MLFLOW_TRACKING_URI"
+WEIGHTS = "weights"  # the logged model's artifact that served_model.py reads
+
+
+def served_weights(
+    folder: StudyFolder, config: dict[str, Any], classes: int, into: Path
+) -> tuple[Path, Any]:
+    """The final model's settings and weights in one weights-only file (what the served model
+    reads), and the input example."""
+    import numpy as np
+    import torch
+
+    from trainables.checkpoint import load_checkpoint
+
+    example = np.load(folder.input_example)
+    settings = {k: config[k] for k in ("batch_norm", "he_init", "dropout", "width")}
+    settings.update(in_channels=example.shape[1], classes=classes, size=list(example.shape[2:]))
+    state = load_checkpoint(folder.final / "checkpoint.pt", config)["model"]
+    path = into / "weights.pt"
+    torch.save({"settings": settings, "state": state}, path)
+    return path, example
+
+
+def log_model(uri: str, run_id: str, weights: Path, example: Any) -> str:
+    """Log the final model (``weights``: its settings and state dict) as MLflow serves it
+    (``served_model.py``), with the signature inferred from ``example`` (normalized images;
+    two, so the batch size stays free); returns its URI."""
+    import mlflow
+    import torch
+
+    import trainables
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a job's log
+    exported = os.environ.get(URI_VARIABLE)
+    mlflow.set_tracking_uri(uri)
+    try:
+        with mlflow.start_run(run_id=run_id):
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=Path(__file__).with_name("served_model.py"),
+                artifacts={WEIGHTS: str(weights)},
+                code_paths=[str(Path(trainables.__file__).parent)],
+                input_example=example,
+                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "numpy"],
+            )
+    finally:  # set_tracking_uri also exports the URI; the process keeps the one it had
+        if exported is None:
+            os.environ.pop(URI_VARIABLE, None)
+        else:
+            os.environ[URI_VARIABLE] = exported
+    return info.model_uri
