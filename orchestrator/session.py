@@ -181,7 +181,11 @@ def _study(
         prepare(spec)
         tracker = _tracker(folder, spec, uri, options)
         observers = [
-            ReportObserver(folder, options.cache_dir, options.echo),
+            *(
+                [ReportObserver(folder, options.cache_dir, options.echo)]
+                if spec.outputs.report
+                else []
+            ),
             MlflowObserver(tracker, folder, spec, options.echo),
             ConsoleObserver(options.echo),
         ]

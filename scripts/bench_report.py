@@ -69,13 +69,13 @@ def plant(source: Path, target: Path, seed: int = 0) -> int:
     return total
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", choices=[str(b) for b in BudgetName], default="demo")
     parser.add_argument("--data", type=Path, default=FACES)
     parser.add_argument("--runner", choices=["ray", "local"], default="ray")
     parser.add_argument("--study", type=Path, help="A finished study: skip part 1, report on it.")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     cache = default_cache_dir()
     with tempfile.TemporaryDirectory() as root:
         if args.study is None:

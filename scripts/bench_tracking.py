@@ -32,7 +32,7 @@ PROBED_LR = {"lr": {"loguniform": [1e-4, 1e-1]}}
 FACES = Path(__file__).resolve().parents[2] / "shared" / "data" / "cbcl-faces.tar.gz"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", choices=[str(b) for b in BudgetName], default="demo")
     parser.add_argument("--data", type=Path, default=FACES)
@@ -43,7 +43,7 @@ def main() -> None:
         default="ray",
         help="local: trials one after another in this process (checks the script, not Ray)",
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     runner = RayStageRunner() if args.runner == "ray" else LocalStageRunner()
 
     spec = load_spec("faces").with_changes(trial={"data": str(args.data)}, search_space=PROBED_LR)

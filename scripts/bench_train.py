@@ -63,7 +63,7 @@ def ours(config: TrialConfig, data: DataSplits) -> float:
     return len(history) * len(data.train) / train_seconds
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", choices=sorted(SOURCES), default="faces")
     parser.add_argument("--epochs", type=int, default=1)
@@ -72,7 +72,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--train-subset", type=int, default=None)
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     config = TrialConfig(
         dataset=args.dataset,
         data=str(SOURCES[args.dataset]),

@@ -52,13 +52,13 @@ def make_subset(source: Path, out: Path, per_class: int, seed: int) -> dict[str,
     return {label: len(files) for label, files in chosen.items()}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("source", type=Path, help="a folder or .tar(.gz) of class folders")
     parser.add_argument("out", type=Path, help="the folder to write (class folders inside)")
     parser.add_argument("--per-class", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.out.exists() and any(args.out.iterdir()):
         parser.error(f"OUT {str(args.out)!r} is not empty; pass a new folder")
     counts = make_subset(args.source, args.out, args.per_class, args.seed)

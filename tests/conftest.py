@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import io
 import os
 import shutil
@@ -58,14 +59,19 @@ def seed_store(study: Path, empty_store: Path) -> Path:
     return study
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    """A local Ray runtime in the test process, for tests that call the orchestrator in-process."""
+def shared_ray() -> None:
+    """One local Ray runtime in the test process for the whole session, started on first use:
+    the orchestrator called in process (``babysit_here`` included) reuses it, as it reuses any
+    runtime its process already has, instead of starting and stopping one per study."""
     import ray
 
-    ray.init("local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
+    if not ray.is_initialized():
+        ray.init("local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+
+
+@pytest.fixture
+def local_ray() -> None:
+    shared_ray()
 
 
 @pytest.fixture(scope="session")
@@ -90,7 +96,15 @@ def tiny_faces(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-FINISHED_SPEC = f"""
+# Appended to a test spec whose test is not about the sanity checks' thoroughness, the report or
+# the logged model: the checks take a quicker look, and neither is made (the product's defaults
+# make both; tests of them keep the defaults).
+QUICK_SANITY = "\nsanity: {sample: 256, overfit_steps: 150, probe_steps: 20, val_images: 500}\n"
+NO_OUTPUTS = "\noutputs: {report: false, mlflow_model: false}\n"
+QUICK = QUICK_SANITY + NO_OUTPUTS
+
+FINISHED_SPEC = (
+    f"""
 name: report
 trial: {{dataset: faces, data: {FACES}, train_subset: 300, threads: 1}}
 search_space:
@@ -102,6 +116,8 @@ final: {{epochs: 3}}
 narrowing: {{top_k: 3}}
 min_rung_steps: 1
 """
+    + QUICK_SANITY
+)
 
 
 # a whole study (no sanity checks) in about 15 s in process: for what needs one, not its results
@@ -184,6 +200,8 @@ def babysit_here(*args: Any, cache: Path) -> subprocess.CompletedProcess:
     command needs one, starts and stops in this process)."""
     from orchestrator.cli.app import run
 
+    if args and args[0] in ("run", "resume", "search"):
+        shared_ray()
     out, err = io.StringIO(), io.StringIO()
     env = {"BABYSITTER_CACHE": str(cache)}
     with mock.patch.dict(os.environ, env), redirect_stdout(out), redirect_stderr(err):
@@ -199,6 +217,17 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) ->
     assert lines[0].startswith("Error: ")
     for fragment in fragments:
         assert fragment in lines[0]
+
+
+def run_main(script: str, *args: Any, cache: Path) -> str:
+    """``scripts/SCRIPT``'s ``main(ARGS)`` in the test's process, its decode cache under
+    ``cache`` (the code a user runs, without a new interpreter importing torch again); its
+    output."""
+    module = importlib.import_module(f"scripts.{script}")
+    out = io.StringIO()
+    with mock.patch.dict(os.environ, {"XDG_CACHE_HOME": str(cache)}), redirect_stdout(out):
+        module.main([str(a) for a in args])
+    return out.getvalue()
 
 
 def run_script(name: str, *args: str, cache: Path) -> subprocess.CompletedProcess:

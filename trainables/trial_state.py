@@ -19,19 +19,28 @@ from trainables.device import Runtime
 from trainables.model import SeedCNN
 
 
+def model_args(config: TrialConfig, data: DataSplits) -> dict[str, Any]:
+    """What the model is built from, kept in every checkpoint (as nanoGPT keeps its
+    ``model_args``): whoever loads one rebuilds the model from it alone."""
+    return {
+        "in_channels": data.channels,
+        "num_classes": data.num_classes,
+        "image_size": list(data.image_size),
+        "batch_norm": config.batch_norm,
+        "he_init": config.he_init,
+        "dropout": config.dropout,
+        "width": config.width,
+    }
+
+
+def model_from(args: dict[str, Any], generator: torch.Generator | None = None) -> SeedCNN:
+    return SeedCNN(**{**args, "image_size": tuple(args["image_size"])}, generator=generator)
+
+
 def build_model(
     config: TrialConfig, data: DataSplits, generator: torch.Generator | None = None
 ) -> SeedCNN:
-    return SeedCNN(
-        data.channels,
-        data.num_classes,
-        data.image_size,
-        batch_norm=config.batch_norm,
-        he_init=config.he_init,
-        dropout=config.dropout,
-        width=config.width,
-        generator=generator,
-    )
+    return model_from(model_args(config, data), generator)
 
 
 def make_optimizer(config: TrialConfig, model: nn.Module) -> torch.optim.Optimizer:
@@ -53,6 +62,7 @@ class TrialState:
     initial_loss: float = math.nan
     loss_ema: float = math.nan
     initial_val_loss: float = math.nan
+    model_args: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def create(cls, config: TrialConfig, data: DataSplits, runtime: Runtime) -> TrialState:
@@ -63,7 +73,8 @@ class TrialState:
         model = model.to(runtime.device, memory_format=runtime.memory_format)
         generator = torch.Generator(device=runtime.device).manual_seed(config.seed)
         model.use_generator(generator)
-        return cls(config, model, make_optimizer(config, model), generator)
+        optimizer = make_optimizer(config, model)
+        return cls(config, model, optimizer, generator, model_args=model_args(config, data))
 
     @classmethod
     def load(
@@ -98,6 +109,7 @@ class TrialState:
     def to_dict(self) -> dict[str, Any]:
         return {
             "config": self.config.to_dict(),
+            "model_args": self.model_args,
             "epoch": self.epoch,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),

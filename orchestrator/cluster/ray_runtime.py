@@ -44,8 +44,12 @@ def ray_runtime(
     Nothing starts when not ``needed`` (a finished study only prints its summary)."""
     import ray
 
-    if not needed or ray.is_initialized():
+    if not needed:
         yield
+        return
+    if ray.is_initialized():  # this process's own runtime (a test's, a notebook's): reused
+        with _ray_logs_to(log):
+            yield
         return
     for key, value in QUIET.items():
         os.environ.setdefault(key, value)

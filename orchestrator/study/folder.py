@@ -334,8 +334,7 @@ def _write_json(path: Path, payload: dict[str, Any]) -> None:
 
 
 def _comparable(spec: StudySpec) -> dict[str, Any]:
-    """The spec's fields that define the study's results (resources only change its speed)."""
-    return _flatten({k: v for k, v in spec.model_dump(mode="json").items() if k != "resources"})
+    return _flatten(spec.defining())
 
 
 def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -21,13 +21,13 @@ from trainables.trial_state import build_model
 
 
 def sanity_settings(spec: StudySpec) -> SanitySettings:
-    """The default checks, probing every decade from 1e-7 to 10 and the spec's lr range."""
+    """The spec's checks, probing every decade from 1e-7 to 10 and the spec's lr range."""
     low, high = 1e-7, 10.0
     if not spec.lr_auto and "lr" in spec.search_space:
         lr = spec.space()["lr"]
         if lr.numeric:
             low, high = min(low, lr.range().low), max(high, lr.range().high)
-    return SanitySettings(probe_lrs=decades(low, high))
+    return SanitySettings(probe_lrs=decades(low, high), **spec.sanity.model_dump())
 
 
 def run_sanity(

@@ -19,6 +19,7 @@ from orchestrator.search.space import Param, parse_space
 from orchestrator.search.stage_spec import Resources, Stage, Strict
 from trainables.config import TrialConfig, field_names
 from trainables.errors import ConfigError
+from trainables.sanity_report import SanitySettings
 
 AUTO = "auto"  # search_space.lr: auto takes the coarse range from the sanity checks' lr probe
 # Settings a search may not vary: they pick the data, the length or the place of a trial.
@@ -64,6 +65,23 @@ class Final(Strict):
         return self.candidates * self.seeds > 1
 
 
+class Sanity(Strict):
+    """How hard the sanity checks look: fewer images and steps check sooner and less surely
+    (the defaults take seconds on faces; tests use a quicker look)."""
+
+    sample: int = Field(SanitySettings.sample, ge=64)
+    overfit_steps: int = Field(SanitySettings.overfit_steps, ge=10)
+    probe_steps: int = Field(SanitySettings.probe_steps, ge=10)
+    val_images: int = Field(SanitySettings.val_images, ge=100)
+
+
+class Outputs(Strict):
+    """What a study makes for people besides its records; none of it changes the results."""
+
+    report: bool = True  # report.html (the command center) after each step
+    mlflow_model: bool = True  # the final model logged to MLflow, ready to serve
+
+
 class StudySpec(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     trial: dict[str, Any]
@@ -82,6 +100,8 @@ class StudySpec(Strict):
     # auto goes on until the best sit inside the box and it stopped shrinking (max_rounds cap)
     rounds: Literal["auto"] | int = 2
     max_rounds: int = Field(4, ge=2)
+    sanity: Sanity = Sanity()
+    outputs: Outputs = Outputs()
 
     @field_validator("trial")
     @classmethod
@@ -232,11 +252,19 @@ class StudySpec(Strict):
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
+    def defining(self) -> dict[str, Any]:
+        """The fields that define the study's results: not its resources (they change its
+        speed) nor its outputs; sanity settings only when they are not the defaults (a spec
+        written before they existed defines the same study)."""
+        dumped = self.model_dump(mode="json")
+        if self.sanity == Sanity():
+            del dumped["sanity"]
+        return {k: v for k, v in dumped.items() if k not in ("resources", "outputs")}
+
     def digest(self) -> str:
-        """A short hash of what defines the study's results (resources only change its
-        speed), tagged on every MLflow run to tell studies of one name apart."""
-        defining = {k: v for k, v in self.model_dump(mode="json").items() if k != "resources"}
-        return hashlib.sha256(yaml.safe_dump(defining).encode()).hexdigest()[:12]
+        """A short hash of what defines the study's results, tagged on every MLflow run to
+        tell studies of one name apart."""
+        return hashlib.sha256(yaml.safe_dump(self.defining()).encode()).hexdigest()[:12]
 
 
 def _given(space: dict[str, Any]) -> dict[str, Any]:

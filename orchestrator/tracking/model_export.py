@@ -16,24 +16,29 @@ WEIGHTS = "weights"  # the logged model's artifact that served_model.py reads
 def served_weights(
     folder: StudyFolder, config: dict[str, Any], classes: int, into: Path
 ) -> tuple[Path, Any]:
-    """The final model's settings and weights in one weights-only file (what the served model
-    reads), and the input example."""
+    """The final model's arguments and weights in one weights-only file (what the served model
+    reads), and the input example. A checkpoint of an earlier version, without its model's
+    arguments, has them made from its config and the example."""
     import numpy as np
     import torch
 
     from trainables.checkpoint import load_checkpoint
 
     example = np.load(folder.input_example)
-    settings = {k: config[k] for k in ("batch_norm", "he_init", "dropout", "width")}
-    settings.update(in_channels=example.shape[1], classes=classes, size=list(example.shape[2:]))
-    state = load_checkpoint(folder.final / "checkpoint.pt", config)["model"]
+    saved = load_checkpoint(folder.final / "checkpoint.pt", config)
+    args = saved.get("model_args") or {
+        "in_channels": example.shape[1],
+        "num_classes": classes,
+        "image_size": list(example.shape[2:]),
+        **{k: config[k] for k in ("batch_norm", "he_init", "dropout", "width")},
+    }
     path = into / "weights.pt"
-    torch.save({"settings": settings, "state": state}, path)
+    torch.save({"model_args": args, "state": saved["model"]}, path)
     return path, example
 
 
 def log_model(uri: str, run_id: str, weights: Path, example: Any) -> str:
-    """Log the final model (``weights``: its settings and state dict) as MLflow serves it
+    """Log the final model (``weights``: its arguments and state dict) as MLflow serves it
     (``served_model.py``), with the signature inferred from ``example`` (normalized images;
     two, so the batch size stays free); returns its URI."""
     import mlflow

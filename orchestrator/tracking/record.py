@@ -235,7 +235,8 @@ def record_final(tracker: StudyTracker, folder: StudyFolder) -> None:
                 for key in ("precision", "recall", "f1"):
                     metrics[f"test_{key}/{name}"] = getattr(test, key)[i]
             artifacts += [folder.final / "test_metrics.json", *_report_tables(test, Path(tmp))]
-            if not tracker.client.get_run(run_id).data.tags.get("model"):
+            wanted = folder.read_spec().outputs.mlflow_model
+            if wanted and not tracker.client.get_run(run_id).data.tags.get("model"):
                 classes = len(test.class_names)
                 weights, example = served_weights(folder, final.config, classes, Path(tmp))
                 tags["model"] = log_model(tracker.target.uri, run_id, weights, example)

@@ -14,7 +14,7 @@ from mlflow.pyfunc import PythonModel
 
 from trainables.model import SeedCNN
 
-# model_export.WEIGHTS (this file runs where only trainables/ comes along): {"settings", "state"}
+# model_export.WEIGHTS (this file runs where only trainables/ comes along): {"model_args", "state"}
 WEIGHTS = "weights"
 
 
@@ -25,9 +25,8 @@ class ServedModel(PythonModel):
         chosen = (context.model_config or {}).get("device")
         self.device = torch.device(chosen or ("cuda" if torch.cuda.is_available() else "cpu"))
         saved = torch.load(context.artifacts[WEIGHTS], map_location=self.device, weights_only=True)
-        settings = dict(saved["settings"])
-        in_channels, classes, size = (settings.pop(k) for k in ("in_channels", "classes", "size"))
-        model = SeedCNN(in_channels, classes, tuple(size), **settings)
+        args = dict(saved["model_args"])
+        model = SeedCNN(**{**args, "image_size": tuple(args["image_size"])})
         model.load_state_dict(saved["state"])
         self.model = model.to(self.device).eval()
 

@@ -1,12 +1,16 @@
 """A study stopped every way it can be on a shared node (Ctrl-C, SIGKILL, its Ray session
 folder removed, its raylet killed) says so in one line with the way on, and `babysit resume`
-finishes it as if nothing happened: every ASHA decision made before a stop is kept, no rung
-is decided twice, every trial is held once, in the tables and in MLflow."""
+finishes it as if nothing happened: the sanity checks and `lr: auto` are not run again, every
+ASHA decision made before a stop is kept, no rung is decided twice, no finished trial runs
+again, every trial is held once, in the tables and in MLflow; then every command on the
+finished study is a no-op."""
 
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -20,14 +24,16 @@ from orchestrator.search.results import disagreement
 from orchestrator.search.rungs import read_decisions
 from orchestrator.study.folder import StudyFolder
 from orchestrator.tracking.sqlite_store import embedded_uri
-from tests.conftest import FACES, assert_one_line_error, babysit_here, babysit_started
+from tests.conftest import FACES, QUICK, assert_one_line_error, babysit_here, babysit_started
+from tests.orchestrator.kills import committed_finished, reports_by_trial
 from tests.orchestrator.tracking.mlflow_checks import assert_study_recorded
 
-SPEC = f"""
+SPEC = (
+    f"""
 name: stops
 trial: {{dataset: faces, data: {FACES}, train_subset: 600, threads: 1}}
 search_space:
-  lr: {{loguniform: [1.0e-3, 1.0e-1]}}
+  lr: auto
   l2: {{loguniform: [1.0e-5, 1.0e-3]}}
 coarse: {{trials: 12, epochs: 4, scheduler: {{grace_period: 1, reduction_factor: 2}}}}
 fine: {{trials: 2, epochs: 2}}
@@ -35,6 +41,8 @@ final: {{epochs: 1}}
 narrowing: {{top_k: 3}}
 min_rung_steps: 1
 """
+    + QUICK
+)
 
 
 def test_what_happened_names_the_failure_in_words():
@@ -100,13 +108,14 @@ def test_a_study_stopped_four_ways_resumes_to_every_decision_and_trial_once(
 
     logged = []
     try:
-        first = Driver(["run", spec, "--study-dir", study_dir, "--skip-sanity"], cache_dir, tmp)
+        first = Driver(["run", spec, "--study-dir", study_dir], cache_dir, tmp)
         first.wait_for(lambda: count(asha) >= 3)
         os.killpg(first.process.pid, signal.SIGINT)  # Ctrl-C in the shell
         proc = first.end()
         assert proc.returncode == 130
         assert_one_line_error(proc, f"interrupted; `babysit resume {study_dir}` goes on")
         assert not list(tmp.glob("babysit-ray-*"))  # its session folder went with it
+        sanity = assert_sanity_passed(proc.stdout, study_dir)
         logged.append(read_decisions(asha))
 
         for stop in ("kill", "session", "raylet"):
@@ -116,6 +125,9 @@ def test_a_study_stopped_four_ways_resumes_to_every_decision_and_trial_once(
             if stop == "kill":  # a scheduler ending the job
                 os.killpg(driver.process.pid, signal.SIGKILL)
                 assert driver.end().returncode == -signal.SIGKILL
+                experiment = study_dir / "ray" / "coarse"
+                finished = committed_finished(experiment)
+                before = {t: n for t, n in reports_by_trial(experiment).items() if t in finished}
             elif stop == "session":  # another job's cleanup of the temp folder
                 for session in tmp.glob("babysit-ray-*/session_2*"):
                     shutil.rmtree(session, ignore_errors=True)
@@ -137,7 +149,9 @@ def test_a_study_stopped_four_ways_resumes_to_every_decision_and_trial_once(
 
     proc = babysit_here("resume", study_dir, cache=cache_dir)
     assert proc.returncode == 0, proc.stderr
-    assert "test accuracy" in proc.stdout
+    assert "test accuracy" in proc.stdout and "sanity   checking" not in proc.stdout
+    after = reports_by_trial(study_dir / "ray" / "coarse")
+    assert before and all(after[t] == n for t, n in before.items())  # none ran again
     decisions = read_decisions(asha)
     for before in logged:  # every decision made before a stop is kept unchanged
         assert decisions[: len(before)] == before
@@ -151,5 +165,36 @@ def test_a_study_stopped_four_ways_resumes_to_every_decision_and_trial_once(
     assert len(coarse) == 12
     stopped = {d.trial_id for d in decisions if d.stopped}
     assert set(coarse.loc[coarse["status"] == "stopped_by_asha", "trial_id"]) == stopped
+    assert coarse["lr"].between(*sanity["lr_range"]).all()
     assert json.loads((study_dir / "final" / "test_metrics.json").read_text())["accuracy"] > 0.5
     assert_study_recorded(embedded_uri(study_dir), "stops", study_dir)
+
+    again = babysit_here("run", spec, "--study-dir", study_dir, cache=cache_dir)
+    assert again.returncode == 0, again.stderr
+    assert "coarse already finished" in again.stdout and "final  already trained" in again.stdout
+    assert "sanity   checking" not in again.stdout and "coarse lr loguniform" in again.stdout
+    shown = babysit_here("sanity", spec, "--study-dir", study_dir, cache=cache_dir)
+    assert shown.returncode == 0 and "sanity   already passed" in shown.stdout
+    assert "PASS  overfit" in shown.stdout and "passed in" not in shown.stdout
+    assert json.loads((study_dir / "sanity.json").read_text()) == sanity
+    assert folder.read_stage("coarse").trials.equals(coarse)
+    assert_study_recorded(embedded_uri(study_dir), "stops", study_dir)
+
+
+def assert_sanity_passed(out: str, study: Path) -> dict:
+    """The checks ran before the coarse stage, all passed, each said what it expected and
+    what a failure would mean, and `lr: auto` took the probe's range; the record."""
+    assert out.index("sanity   passed") < out.index("coarse   0/12 done")
+    loss = float(re.search(r"PASS  initial_loss +loss ([0-9.]+),", out).group(1))
+    assert abs(loss - math.log(2)) < 0.1
+    for check in ("regularization", "overfit", "lr_probe", "update_ratio", "beats_chance"):
+        assert re.search(rf"PASS  {check} ", out), out
+    assert out.count("   expected ") == 7
+    assert out.count("if not: ") + out.count("means: ") == 7
+    sanity = json.loads((study / "sanity.json").read_text())
+    low, high = sanity["lr_range"]
+    assert sanity["passed"] and f"proposed coarse lr range: [{low:.0e}, {high:.0e}]" in out
+    assert f"sanity   lr: auto -> coarse lr loguniform[{low:g}, {high:g}]" in out
+    assert (study / "sanity_lr_probe.png").read_bytes()[:4] == b"\x89PNG"
+    assert not (study / "results" / "coarse.parquet").exists()
+    return sanity

@@ -3,6 +3,8 @@ never reach the study folder, its MLflow store or the output of a study."""
 
 from __future__ import annotations
 
+import pytest
+
 from orchestrator import session
 from orchestrator.names import BudgetName, Step
 from orchestrator.search.local_stage import LocalStageRunner
@@ -19,6 +21,7 @@ PLANTED = {
 }
 
 
+@pytest.mark.slow
 def test_planted_secrets_reach_neither_the_folder_nor_the_store_nor_the_output(
     tmp_path, cache_dir, monkeypatch
 ):

@@ -2,24 +2,13 @@ import re
 
 import pytest
 
-from tests.conftest import FACES, run_script
+from tests.conftest import FACES, run_main
 
 
 @pytest.mark.slow
 def test_bench_tracking_prints_the_on_off_ratio(cache_dir):
-    proc = run_script(
-        "bench_tracking.py",
-        "--budget",
-        "smoke",
-        "--target",
-        "coarse",
-        "--data",
-        str(FACES),
-        "--runner",
-        "local",
-        cache=cache_dir,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert "tracking off" in proc.stdout and "tracking on" in proc.stdout
-    ratio = re.search(r"ratio tracking on / off wall time\s+([0-9.]+)", proc.stdout)
-    assert ratio and float(ratio.group(1)) > 0
+    args = ["--budget", "smoke", "--target", "coarse", "--data", FACES, "--runner", "local"]
+    out = run_main("bench_tracking", *args, cache=cache_dir)
+    assert "tracking off" in out and "tracking on" in out
+    ratio = re.search(r"ratio tracking on / off wall time\s+([0-9.]+)", out)
+    assert ratio and 0.8 < float(ratio.group(1)) < 5, out  # recording costs, but not the study

@@ -49,6 +49,7 @@ def healthy(faces):
     return dataclasses.replace(faces, val=unshared(faces.val), test=unshared(faces.test))
 
 
+@pytest.mark.slow
 def test_a_healthy_setup_passes_every_check_and_proposes_an_lr_range(faces_config, healthy):
     report = run_checks(faces_config, healthy, QUICK)
     assert statuses(report) == dict.fromkeys(CHECKS, PASS), report.checks
@@ -97,6 +98,7 @@ def frozen(config, data):
     return model
 
 
+@pytest.mark.slow
 def test_a_frozen_model_fails_overfit_and_the_lr_probe_finds_nothing_learns(faces_config, healthy):
     report = run_checks(
         faces_config, healthy, only("overfit", "lr_probe", "update_ratio"), build=frozen
@@ -107,6 +109,7 @@ def test_a_frozen_model_fails_overfit_and_the_lr_probe_finds_nothing_learns(face
     assert report.check("overfit").values["accuracy"] < 1
 
 
+@pytest.mark.slow
 def test_shuffled_labels_leave_validation_at_chance(faces_config, healthy):
     rng = np.random.default_rng(1)
     labels = rng.permutation(healthy.train.labels)

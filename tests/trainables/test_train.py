@@ -10,6 +10,7 @@ from trainables.epoch import COMPLETED, DIVERGED, SYNC_EVERY, lr_at
 from trainables.errors import BabysitterError
 from trainables.evaluation import evaluate_on_test
 from trainables.train import train
+from trainables.trial_state import model_from
 
 
 def strip_timing(history):
@@ -75,6 +76,7 @@ def test_tiny_learning_rate_barely_moves_the_loss(small, small_faces):
     assert abs(first - last) < 0.01 * first
 
 
+@pytest.mark.slow
 def test_cpu_runs_are_deterministic(small, small_faces):
     a = train(small.replace(epochs=2, augment=True, dropout=0.2), small_faces)
     b = train(small.replace(epochs=2, augment=True, dropout=0.2), small_faces)
@@ -87,6 +89,7 @@ class Crash(Exception):
     pass
 
 
+@pytest.mark.slow
 def test_resume_after_a_crash_matches_an_uninterrupted_run(small, small_faces, tmp_path):
     config = small.replace(epochs=4, augment=True, dropout=0.2, lr_schedule="cosine")
     uninterrupted = train(config, small_faces, checkpoint_path=tmp_path / "a.pt")
@@ -108,7 +111,12 @@ def test_resume_after_a_crash_matches_an_uninterrupted_run(small, small_faces, t
 
 
 def test_checkpoint_from_other_settings_is_refused(small, small_faces, tmp_path):
-    train(small.replace(epochs=1), small_faces, checkpoint_path=tmp_path / "c.pt")
+    trained = train(small.replace(epochs=1), small_faces, checkpoint_path=tmp_path / "c.pt")
+    saved = torch.load(tmp_path / "c.pt", weights_only=True)
+    rebuilt = model_from(saved["model_args"])  # the checkpoint alone rebuilds its model
+    rebuilt.load_state_dict(saved["model"])
+    x = torch.as_tensor(small_faces.test.images[:4]).float()
+    assert torch.equal(rebuilt.eval()(x), trained.model.eval()(x))
     with pytest.raises(BabysitterError, match=r"written with lr=0\.01, now lr=0\.02"):
         load_checkpoint(tmp_path / "c.pt", small.replace(epochs=1, lr=0.02).to_dict())
     assert load_checkpoint(tmp_path / "c.pt", small.replace(epochs=1, threads=1).to_dict())

@@ -17,6 +17,7 @@ from tests.conftest import BABYSIT, FACES, assert_one_line_error, babysit_here, 
 FAST = ["--train-subset", "800", "--threads", "2"]
 
 
+@pytest.mark.slow
 def test_train_writes_metrics_checkpoint_and_test_report(tmp_path, cache_dir):
     out = tmp_path / "run"
     proc = babysit_here(
@@ -43,6 +44,7 @@ def test_huge_learning_rate_is_reported_as_diverged(tmp_path, cache_dir):
     assert json.loads((out / "result.json").read_text())["status"] == "diverged"
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_final_metrics(tmp_path, cache_dir):
     args = ["train", "faces", "--data", FACES, "--epochs", "4", "--augment", "--threads", "2"]
     args += ["--train-subset", "2000"]

@@ -56,6 +56,7 @@ def _page(browser, url: str, wait_for_text: str) -> str:
     return page.inner_text("body")
 
 
+@pytest.mark.slow
 def test_the_runs_table_shows_score_settings_and_status_without_clicking(served, tmp_path):
     from playwright.sync_api import sync_playwright
 
@@ -88,6 +89,7 @@ def test_the_runs_table_shows_score_settings_and_status_without_clicking(served,
     assert (tmp_path / "runs.png").stat().st_size > 20_000
 
 
+@pytest.mark.slow
 def test_the_final_run_lists_the_figures_among_its_artifacts(served):
     from playwright.sync_api import sync_playwright
 

@@ -20,7 +20,7 @@ from mlflow import MlflowClient
 
 from orchestrator.cluster.ray_runtime import ray_runtime
 from orchestrator.tracking.sqlite_store import embedded_uri
-from tests.conftest import BABYSIT, FACES, assert_one_line_error
+from tests.conftest import BABYSIT, FACES, QUICK, assert_one_line_error
 from tests.orchestrator.tracking.mlflow_checks import assert_study_recorded
 from tests.orchestrator.tracking.test_store import free_port
 
@@ -105,7 +105,8 @@ def job_count(cluster: Cluster) -> int:
     return int(listed.stdout.strip().splitlines()[-1].split()[0].lstrip("("))
 
 
-JOB_SPEC = """
+JOB_SPEC = (
+    """
 name: twonodes
 trial: {dataset: faces, train_subset: 300}
 search_space:
@@ -116,6 +117,8 @@ fine: {trials: 2, epochs: 1}
 final: {epochs: 1}
 min_rung_steps: 1  # plumbing, not judgement: no stretched rungs
 """
+    + QUICK
+)
 
 
 @pytest.mark.slow
@@ -172,11 +175,13 @@ def test_a_wrong_or_missing_token_or_address_fails_in_one_line_and_submits_nothi
     assert not (tmp_path / "s").exists()
 
 
+@pytest.mark.slow
 def test_a_local_study_never_joins_a_cluster_started_on_the_same_machine(cluster, monkeypatch):
     """Ray's own default joins the cluster that `ray start` last noted on this machine; a
     study without --address must run on a runtime of its own instead."""
     import ray
 
+    ray.shutdown()  # the tests' shared runtime: this study must start one of its own
     monkeypatch.setenv("RAY_TMPDIR", str(cluster.temp))  # where that note is found
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     assert (cluster.temp / "ray" / "ray_current_cluster").exists()

@@ -1,5 +1,6 @@
 from pathlib import Path
 
+import pytest
 import ray
 
 from orchestrator.cluster.ray_runtime import (
@@ -9,6 +10,7 @@ from orchestrator.cluster.ray_runtime import (
 )
 
 
+@pytest.mark.slow
 def test_each_node_is_asked_whether_it_sees_a_path(local_ray, tmp_path):
     node = ray.get_runtime_context().get_node_id()
     assert nodes_not_seeing(tmp_path, [node]) == []

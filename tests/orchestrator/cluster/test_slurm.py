@@ -14,8 +14,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from orchestrator.study.spec import PRESETS
 from orchestrator.tracking.sqlite_store import embedded_uri
-from tests.conftest import FACES, babysit_here
+from tests.conftest import FACES, QUICK, babysit_here
 from tests.orchestrator.cluster.slurm import one_node_slurm, wait_for_state
 from tests.orchestrator.tracking.mlflow_checks import assert_study_recorded
 
@@ -30,7 +31,9 @@ def slurm() -> Iterator[dict[str, str]]:
 
 
 def submit(study: Path, env: dict[str, str], cache_dir: Path) -> str:
-    args = ["submit", "faces", "--slurm", "--nodes", "1", "--gpus-per-node", "0"]
+    spec = study.parent / "faces.yaml"  # the preset, with the quick sanity look and no report
+    spec.write_text((PRESETS / "faces.yaml").read_text() + QUICK)
+    args = ["submit", spec, "--slurm", "--nodes", "1", "--gpus-per-node", "0"]
     args += ["--cpus-per-node", "2", "--budget", "smoke", "--data", FACES, "--study-dir", study]
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("SLURM_CONF", env["SLURM_CONF"])
@@ -46,6 +49,9 @@ def test_a_submitted_job_requeued_mid_coarse_resumes_the_study_to_completed(
 ):
     """One job for both: a requeue (as a preemption does) in the coarse stage, then the job
     runs again and ends COMPLETED with the study whole and babysit's own log."""
+    import ray
+
+    ray.shutdown()  # the job's `ray stop --force` ends every Ray on the node, the tests' too
     study = tmp_path / "study"
     job = submit(study, slurm, cache_dir)
     coarse = study / "ray" / "coarse"

@@ -36,11 +36,13 @@ def healthy_history(faces_config, cache_dir):
     return train(config, load_data(config, cache_dir)).history
 
 
+@pytest.mark.slow
 def test_a_healthy_run_gets_no_warning(healthy_history):
     assert healthy_history[-1]["val_acc"] > 0.85
     assert diagnose_run("final run", healthy_history) == []
 
 
+@pytest.mark.slow
 def test_overfitting_fires_on_a_tiny_unregularised_training_set(faces_config, cache_dir):
     config = faces_config.replace(train_subset=20, l2=0.0, lr=0.01, epochs=30)
     history = train(config, load_data(config, cache_dir)).history

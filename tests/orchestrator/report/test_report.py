@@ -51,6 +51,7 @@ def test_the_final_mlflow_run_holds_the_figures_and_the_report(study):
     assert {"filters.png", "activations.png", "confusion.png", "report.html"} <= names
 
 
+@pytest.mark.slow
 def test_the_report_opens_in_a_real_browser_with_every_view(study, tmp_path, cache_dir):
     from playwright.sync_api import sync_playwright
 

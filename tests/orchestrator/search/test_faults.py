@@ -8,6 +8,7 @@ import os
 import random
 import signal
 import threading
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -19,10 +20,11 @@ from orchestrator.search.ray_stage import RayStageRunner
 from orchestrator.study.folder import StudyFolder
 from orchestrator.study.spec import parse_spec
 from orchestrator.tracking.sqlite_store import embedded_uri
-from tests.conftest import FACES, seed_store
+from tests.conftest import FACES, QUICK, seed_store
 from tests.orchestrator.tracking.mlflow_checks import assert_stage_recorded, tree
 
-SPEC = f"""
+SPEC = (
+    f"""
 name: faults
 trial: {{dataset: faces, data: {FACES}, train_subset: 200, threads: 1}}
 search_space: {{lr: {{loguniform: [1.0e-3, 1.0e-1]}}}}
@@ -32,40 +34,43 @@ resources: {{max_concurrent: 2}}
 retries: 30
 min_rung_steps: 1
 """
+    + QUICK
+)
 
 
-def trial_workers(older_than: float) -> list[int]:
-    """Ray's processes running a trial (their title names the trainable's actor) that have
-    lived ``older_than`` seconds: one just restarted gets to train before it is killed again."""
-    ticks, uptime = os.sysconf("SC_CLK_TCK"), float(Path("/proc/uptime").read_text().split()[0])
-    found = []
+def trial_workers() -> set[int]:
+    """Ray's processes running a trial: their title names the trainable's actor."""
+    found = set()
     for proc in Path("/proc").glob("[0-9]*"):
         try:
-            title = (proc / "cmdline").read_bytes().replace(b"\0", b" ")
-            started = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[19]) / ticks
-        except (OSError, IndexError, ValueError):  # ended meanwhile
+            if (proc / "cmdline").read_bytes().startswith(b"ray::ImplicitFunc"):
+                found.add(int(proc.name))
+        except OSError:  # ended meanwhile
             continue
-        if title.startswith(b"ray::ImplicitFunc") and uptime - started > older_than:
-            found.append(int(proc.name))
     return found
 
 
 class Killer(threading.Thread):
-    """SIGKILLs a random trial worker every ``every`` seconds, ``most`` times at most (a
-    restarted trial needs a few seconds to train again: killed on and on, it never would)."""
+    """SIGKILLs a random trial worker every ``every`` seconds, ``most`` times at most, and only
+    one that has run its trial for ``every`` seconds: Tune retries a trial whose worker dies
+    while it trains, but errors one whose worker dies while the actor is still starting (a
+    pending trial), and a restarted trial needs a few seconds to train again."""
 
     def __init__(self, every: float, most: int) -> None:
         super().__init__(daemon=True)
         self.every, self.most, self.kills, self.done = every, most, 0, threading.Event()
 
     def run(self) -> None:
-        chance = random.Random(0)
-        while self.kills < self.most and not self.done.wait(self.every):
-            workers = trial_workers(older_than=self.every)
-            if workers:
+        chance, seen, last_kill = random.Random(0), {}, time.monotonic()
+        while self.kills < self.most and not self.done.wait(0.2):
+            now = time.monotonic()
+            workers = trial_workers()
+            seen = {pid: seen.get(pid, now) for pid in workers}
+            ready = sorted(pid for pid, since in seen.items() if now - since >= self.every)
+            if ready and now - last_kill >= self.every:
                 try:
-                    os.kill(chance.choice(workers), signal.SIGKILL)
-                    self.kills += 1
+                    os.kill(chance.choice(ready), signal.SIGKILL)
+                    self.kills, last_kill = self.kills + 1, now
                 except ProcessLookupError:
                     pass
 

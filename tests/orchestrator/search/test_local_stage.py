@@ -7,6 +7,7 @@ import random
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from orchestrator.search.local_stage import LocalStageRunner
 from orchestrator.search.ranking import rank
@@ -64,6 +65,7 @@ def stage(folder: Path) -> StageRun:
     )
 
 
+@pytest.mark.slow
 def test_a_stage_interrupted_at_random_points_ends_as_an_uninterrupted_one(tmp_path):
     straight = LocalStageRunner(scored).run(stage(tmp_path / "straight"), None, StudyObserver())
     reports = len(straight.epochs)

@@ -87,6 +87,7 @@ def test_a_trial_stopped_before_an_interruption_stays_stopped_and_no_rung_is_dec
     ]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_ray_stops_trials_by_these_rungs_and_the_tables_say_why(tmp_path, local_ray, faces):
     import cloudpickle
 
@@ -111,6 +112,7 @@ def test_ray_stops_trials_by_these_rungs_and_the_tables_say_why(tmp_path, local_
     assert repr([replayed.decide(d.trial_id, d.rung, d.score) for d in log]) == repr(log)
 
 
+@pytest.mark.slow
 def test_asha_decides_after_a_restore_as_it_would_have_without_one(tmp_path, local_ray, faces):
     """Ray's own ASHA starts empty after a restore (ray-project/ray#30838); ours reads its
     rungs back from the stage's log, so the same trials are stopped at the same cutoffs."""

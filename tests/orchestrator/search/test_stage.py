@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 import re
 
+import pytest
+
 from orchestrator.search.stage import Tally
 from orchestrator.study.folder import StudyFolder
 
@@ -29,6 +31,7 @@ def test_the_last_progress_line_agrees_with_the_stage_table(finished_study):
         assert said == f"{usable['val_acc'].max():.4f}", (stage, lines[-1])
 
 
+@pytest.mark.slow
 def test_out_of_memory_and_nan_inf_or_missing_scores_leave_the_other_trials_going(
     tmp_path, local_ray, faces
 ):

@@ -3,23 +3,14 @@ runs it (including a driver killed with SIGKILL and resumed)."""
 
 from __future__ import annotations
 
-import json
-import math
-import os
-import re
-import signal
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 from ray import cloudpickle
 
 from orchestrator.console import ConsoleObserver
 from orchestrator.names import Step
-from orchestrator.search.epoch_log import read_log
 from orchestrator.search.local_stage import LocalStageRunner
 from orchestrator.search.ray_stage import RayStageRunner
 from orchestrator.search.stage import StageRun
@@ -28,17 +19,15 @@ from orchestrator.study.folder import StudyFolder
 from orchestrator.study.narrowing_decision import PENALTY_LIMIT
 from orchestrator.study.observer import StudyObserver
 from orchestrator.study.pipeline import Study
-from orchestrator.study.spec import PRESETS, parse_spec
-from orchestrator.tracking.sqlite_store import embedded_uri
-from tests.conftest import FACES, assert_one_line_error, babysit_here, babysit_started
+from orchestrator.study.spec import parse_spec
+from tests.conftest import FACES, QUICK, assert_one_line_error, babysit_here
 from tests.orchestrator import planted
-from tests.orchestrator.tracking.mlflow_checks import assert_study_recorded
 from trainables.datasets import load_data
 from trainables.errors import BabysitterError
 from trainables.sanity import penalty_limit
-from trainables.status import FINISHED
 
-FAULTS_SPEC = f"""
+FAULTS_SPEC = (
+    f"""
 name: faults
 trial: {{dataset: faces, data: {FACES}, train_subset: 600}}
 search_space:
@@ -50,6 +39,8 @@ final: {{epochs: 2}}
 retries: 1
 min_rung_steps: 1
 """
+    + QUICK
+)
 
 
 @pytest.mark.slow
@@ -90,153 +81,8 @@ def test_a_trial_that_raises_is_retried_from_its_checkpoint_and_the_stage_comple
     assert summary["coarse"]["lr"] in (planted.FAILS_ONCE_LR, planted.TORN_LR)
 
 
-def auto_lr_spec(folder: Path) -> Path:
-    """The faces preset with ``lr: auto``, an l2 range that lets a small study learn, and a
-    coarse stage of 8 two-epoch trials (FIFO), long enough to be killed in the middle."""
-    text = (PRESETS / "faces.yaml").read_text()  # lr: auto, as the preset says
-    text = text.replace("l2: {loguniform: [1.0e-5, 10.0]}", "l2: {loguniform: [1.0e-5, 1.0e-2]}")
-    assert text.count("auto") == 1 and "1.0e-2]" in text
-    spec = yaml.safe_load(text)
-    spec["trial"]["train_subset"] = 600
-    spec["coarse"] = {"trials": 8, "epochs": 2, "scheduler": {"type": "fifo"}}
-    spec["fine"] = {"trials": 4, "epochs": 2}  # widened past the probe's range, some diverge
-    spec["final"] = {"epochs": 2}
-    spec["narrowing"] = {"top_k": 3}
-    spec["min_rung_steps"] = 1
-    (folder / "faces.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
-    return folder / "faces.yaml"
-
-
-def _committed_finished(experiment: Path) -> set[str]:
-    """Trial ids that Tune's saved experiment state marks finished: what a restore will skip.
-
-    A result.json line is not enough: the driver may log a trial's last epoch and be killed
-    before it saves the state, and then the trial rightly resumes from its last checkpoint."""
-    states = sorted(experiment.glob("experiment_state-*.json"), key=lambda p: p.stat().st_mtime)
-    if not states:
-        return set()
-    try:
-        trial_data = json.loads(states[-1].read_text())["trial_data"]
-    except (json.JSONDecodeError, KeyError):  # caught mid-write
-        return set()
-    trials = [json.loads(state) for state, _ in trial_data]
-    return {t["trial_id"] for t in trials if t["status"] == "TERMINATED"}
-
-
-def _reports(experiment: Path) -> dict[str, int]:
-    """Trial id -> number of results it reported, from the driver's epoch log (written as each
-    result arrives, before Tune saves its state; Tune copies result.json into the study later,
-    so a trial can be marked finished there before its result.json arrives)."""
-    return {trial: len(rows) for trial, rows in read_log(experiment)[0].items()}
-
-
-def run_until_killed(
-    args: list, cache_dir: Path, experiment: Path, ready: Callable[[set, dict], bool]
-) -> tuple[str, set[str], dict[str, int]]:
-    """Start ``babysit ARGS`` and SIGKILL it with its local Ray runtime (its process group, as
-    a scheduler ends a job) once ``ready(finished, reports)`` holds for the Tune experiment
-    ``experiment``: its output, the trials finished for good and every trial's report count."""
-    driver = babysit_started(*args, cache=cache_dir)
-    deadline = time.monotonic() + 300
-    try:
-        while not ready(_committed_finished(experiment), _reports(experiment)):
-            assert driver.poll() is None, "the stage ended before the kill"
-            assert time.monotonic() < deadline, "the stage did not get there in time"
-            time.sleep(0.1)
-    finally:
-        os.killpg(driver.pid, signal.SIGKILL)
-        out = driver.communicate()[0]
-    return out, _committed_finished(experiment), _reports(experiment)
-
-
-@pytest.mark.slow
-def test_a_study_killed_mid_stage_resumes_then_reruns_as_a_no_op(tmp_path, cache_dir, study_dir):
-    """The whole recipe on Ray as a user runs it: sanity checks and `lr: auto`, the driver
-    SIGKILLed during the coarse stage, `babysit resume`, then every command on the result."""
-    study = study_dir
-    spec_file = auto_lr_spec(tmp_path)
-    args = ["run", spec_file, "--data", FACES, "--study-dir", study]
-    killed, finished, reports = run_until_killed(
-        args, cache_dir, study / "ray" / "coarse", lambda finished, _: len(finished) >= 2
-    )
-    before = {trial: n for trial, n in reports.items() if trial in finished}
-    assert killed.index("sanity   passed") < killed.index("coarse   0/8 done")
-    loss = float(re.search(r"PASS  initial_loss +loss ([0-9.]+),", killed).group(1))
-    assert abs(loss - math.log(2)) < 0.1
-    for check in ("regularization", "overfit", "lr_probe", "update_ratio", "beats_chance"):
-        assert re.search(rf"PASS  {check} ", killed), killed
-    assert killed.count("   expected ") == 7
-    assert killed.count("if not: ") + killed.count("means: ") == 7
-    sanity = json.loads((study / "sanity.json").read_text())
-    low, high = sanity["lr_range"]
-    assert sanity["passed"] and f"proposed coarse lr range: [{low:.0e}, {high:.0e}]" in killed
-    assert f"sanity   lr: auto -> coarse lr loguniform[{low:g}, {high:g}]" in killed
-    assert (study / "sanity_lr_probe.png").read_bytes()[:4] == b"\x89PNG"
-    assert not (study / "results" / "coarse.parquet").exists()
-
-    proc = babysit_here("resume", study, cache=cache_dir)
-    assert proc.returncode == 0, proc.stderr
-    out = proc.stdout
-    assert "resuming the interrupted stage" in out and "sanity   checking" not in out
-    for fragment in ("coarse   8/8 done", "fine     4/4 done", "narrow", "chosen", "test accuracy"):
-        assert fragment in out
-    coarse = pd.read_parquet(study / "results" / "coarse.parquet")
-    assert len(coarse) == coarse["trial_id"].nunique() == 8
-    assert set(coarse["status"]) == {"completed"} and (coarse["train_subset"] == 600).all()
-    assert coarse["lr"].between(low, high).all()
-    after = _reports(study / "ray" / "coarse")
-    assert len(before) >= 2 and before.keys() < after.keys() and len(after) == 8
-    for name, reports in before.items():
-        assert after[name] == reports, f"{name} was rerun after the kill"
-    epochs = pd.read_parquet(study / "results" / "coarse_epochs.parquet")
-    assert not epochs.duplicated(["trial_id", "epoch"]).any()
-    assert "lr: auto" in (study / "spec.yaml").read_text()
-    fine = pd.read_parquet(study / "results" / "fine.parquet")
-    assert len(fine) == 4 and set(fine["status"]) <= set(FINISHED)
-    narrowing = json.loads((study / "narrowing.json").read_text())
-    assert [d["name"] for d in narrowing["decisions"]] == ["lr", "l2"]
-    assert fine["lr"].between(*narrowing["fine_space"]["lr"]["loguniform"]).all()
-    test = json.loads((study / "final" / "test_metrics.json").read_text())
-    assert sum(test["support"]) == 1396
-    store = embedded_uri(study)
-    assert_study_recorded(store, "faces", study)  # no run twice, none left RUNNING
-
-    again = babysit_here(*args, cache=cache_dir)
-    assert again.returncode == 0, again.stderr
-    assert "coarse already finished" in again.stdout and "final  already trained" in again.stdout
-    assert "sanity   checking" not in again.stdout and "coarse lr loguniform" in again.stdout
-    shown = babysit_here("sanity", *args[1:], cache=cache_dir)
-    assert shown.returncode == 0 and "sanity   already passed" in shown.stdout
-    assert "PASS  overfit" in shown.stdout and "passed in" not in shown.stdout
-    assert json.loads((study / "sanity.json").read_text()) == sanity
-    assert pd.read_parquet(study / "results" / "coarse.parquet").equals(coarse)
-    assert_study_recorded(store, "faces", study)
-
-    synced = babysit_here("sync", study, cache=cache_dir)
-    assert synced.returncode == 0 and "up to date" in synced.stdout
-    state = json.loads((study / "study.json").read_text())
-    (study / "study.json").write_text(json.dumps({**state, "recorded": []}))
-    synced = babysit_here("sync", study, cache=cache_dir)
-    assert synced.returncode == 0 and "recorded: sanity, coarse, fine, final" in synced.stdout
-    assert_study_recorded(store, "faces", study)  # sent again: still once each
-    elsewhere = babysit_here(
-        "resume", study, "--tracking-uri", "http://127.0.0.1:9", cache=cache_dir
-    )
-    assert_one_line_error(elsewhere, "records to 'sqlite:///", "drop the option")
-
-    export = tmp_path / "trials.csv"
-    proc = babysit_here("results", study, "--out", export, cache=cache_dir)
-    assert proc.returncode == 0 and "wrote 12 rows" in proc.stdout
-    table = pd.read_csv(export)
-    assert {"trial_id", "status", "lr", "l2", "val_acc", "stage"} <= set(table.columns)
-    printed = babysit_here("results", study, "--stage", "fine", "--epochs", cache=cache_dir)
-    assert printed.returncode == 0 and "update_ratio/conv1" in printed.stdout
-
-    other = babysit_here(*args, "--budget", "demo", cache=cache_dir)
-    assert_one_line_error(other, "holds a study with budget='full', now budget='demo'")
-
-
-KILL_SPEC = """
+KILL_SPEC = (
+    """
 name: killme
 trial: {dataset: faces, train_subset: 600}
 search_space:
@@ -245,8 +91,11 @@ search_space:
 coarse: {trials: 8, epochs: 2, scheduler: {type: fifo}}
 fine: {trials: 2, epochs: 2}
 """
+    + QUICK
+)
 
 
+@pytest.mark.slow
 def test_study_errors_are_one_line(tmp_path, cache_dir):
     assert_one_line_error(
         babysit_here("run", "nosuch", cache=cache_dir), "STUDY 'nosuch' is neither a preset"
@@ -347,7 +196,8 @@ fine: {{trials: 1, epochs: 1}}
     assert not folder.narrowing_file.exists()
 
 
-L2_SPEC = f"""
+L2_SPEC = (
+    f"""
 name: l2cap
 trial: {{dataset: faces, data: {FACES}, train_subset: 300}}
 search_space:
@@ -357,6 +207,8 @@ coarse: {{trials: 6, epochs: 1, scheduler: {{type: fifo}}}}
 fine: {{trials: 3, epochs: 1, scheduler: {{type: fifo}}}}
 narrowing: {{top_k: 3}}
 """
+    + QUICK
+)
 
 
 def test_no_stage_searches_l2_where_its_penalty_swamps_the_loss(tmp_path, cache_dir):

@@ -21,7 +21,7 @@ from orchestrator.study.pipeline import Study
 from orchestrator.study.room import MIN_FREE_MB, free_mb
 from orchestrator.study.spec import parse_spec
 from orchestrator.tracking.sqlite_store import embedded_uri
-from tests.conftest import TINY_SPEC, seed_store
+from tests.conftest import QUICK, TINY_SPEC, seed_store
 from tests.orchestrator.tracking.mlflow_checks import assert_study_recorded
 from trainables.datasets import load_data
 from trainables.errors import BabysitterError
@@ -65,7 +65,7 @@ def test_a_disk_that_fills_mid_stage_stops_in_one_line_and_resume_goes_on(
 ):
     with small_disk(tmp_path / "disk", mb=160) as disk:
         folder = StudyFolder(seed_store(disk / "study", empty_store))
-        spec = parse_spec(TINY_SPEC, "tiny")
+        spec = parse_spec(TINY_SPEC + QUICK + "retries: 0\n", "tiny")  # no retry has room
         folder.create(spec, Step.FINAL)
         filler = FillsTheDisk(disk)
         data = load_data(spec.base_config(), cache_dir)
@@ -86,6 +86,7 @@ def test_a_disk_that_fills_mid_stage_stops_in_one_line_and_resume_goes_on(
         assert_study_recorded(embedded_uri(folder.path), "tiny", folder.path)
 
 
+@pytest.mark.slow
 def test_a_nearly_full_disk_stops_before_a_step_and_resume_goes_on(
     tmp_path, cache_dir, empty_store
 ):
@@ -95,7 +96,7 @@ def test_a_nearly_full_disk_stops_before_a_step_and_resume_goes_on(
         folder = StudyFolder(seed_store(disk / "study", empty_store))
         ballast = fill(disk, leave_kb=(MIN_FREE_MB - 8) * 1024)
         options = session.SessionOptions(cache_dir, echo=print, runner=LocalStageRunner())
-        spec = parse_spec(TINY_SPEC, "tiny")
+        spec = parse_spec(TINY_SPEC + QUICK, "tiny")
         with pytest.raises(BabysitterError, match=r"is full \(5\d MB free; a step needs 64 MB\)"):
             session.run_new(spec, folder, Step.FINAL, BudgetName.FULL, options, skip_sanity=True)
         assert not folder.results.exists() or not any(folder.results.iterdir())

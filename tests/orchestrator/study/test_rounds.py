@@ -15,10 +15,11 @@ from orchestrator.names import BudgetName, Step, round_number, round_stage
 from orchestrator.search.local_stage import LocalStageRunner
 from orchestrator.study.folder import StudyFolder
 from orchestrator.study.narrowing_decision import decide_narrowing
+from orchestrator.study.records import NarrowingRecord
 from orchestrator.study.spec import load_spec, parse_spec
 from orchestrator.tracking.sqlite_store import embedded_uri
-from tests.conftest import assert_one_line_error, babysit_here
-from tests.orchestrator.study.test_pipeline import _reports, run_until_killed
+from tests.conftest import QUICK, assert_one_line_error, babysit_here
+from tests.orchestrator.kills import reports_by_trial, run_until_killed
 from tests.orchestrator.tracking.mlflow_checks import assert_study_recorded, tree
 from trainables.epoch import EpochReport
 
@@ -35,7 +36,7 @@ final: {{epochs: 2}}
 cv: 2
 min_rung_steps: 1
 rounds: {rounds}
-"""
+""" + QUICK.replace("{", "{{").replace("}", "}}")
 
 
 def test_rounds_are_named_coarse_fine_fine2():
@@ -45,6 +46,7 @@ def test_rounds_are_named_coarse_fine_fine2():
         round_number("final")
 
 
+@pytest.mark.slow
 def test_three_rounds_each_have_their_stage_narrowing_and_mlflow_parent(
     tiny_faces, cache_dir, study_dir
 ):
@@ -109,6 +111,7 @@ def healthy(acc: float) -> dict[str, float]:
     }
 
 
+@pytest.mark.slow
 def test_auto_rounds_stop_when_the_best_sit_inside_and_the_box_stopped_shrinking(
     tiny_faces, cache_dir, study_dir
 ):
@@ -166,7 +169,7 @@ def test_the_round_rule_on_planted_fine_results(rows, stops):
     assert bool(record.stop) is stops
     fixed = spec.with_changes(rounds=4)
     assert decide_narrowing(fixed, _fine_trials(rows), None, "fine", parse_space(space)).stop == ""
-    assert json.dumps(record.to_dict())  # the record is plain JSON
+    assert NarrowingRecord.from_dict(json.loads(json.dumps(record.to_dict()))) == record
 
 
 @pytest.mark.slow
@@ -199,7 +202,7 @@ def test_a_study_killed_mid_round_and_mid_cross_validated_trial_loses_and_repeat
     assert proc.returncode == 0, proc.stderr
     assert "fine2  resuming the interrupted stage" in proc.stdout
     assert "coarse already finished" in proc.stdout and "fine   already finished" in proc.stdout
-    after = _reports(experiment)
+    after = reports_by_trial(experiment)
     assert len(after) == 4 and all(after[t] == n for t, n in before.items())
     for result in experiment.glob("*/result.json"):  # a resumed trial goes on from a checkpoint
         epochs = [json.loads(line)["epoch"] for line in result.read_text().splitlines()]

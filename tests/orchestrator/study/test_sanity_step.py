@@ -19,6 +19,7 @@ from orchestrator.study.spec import parse_spec
 from orchestrator.tracking.sqlite_store import embedded_uri
 from tests.conftest import (
     FINISHED_SPEC,
+    NO_OUTPUTS,
     assert_one_line_error,
     babysit_here,
     write_image_tree,
@@ -31,7 +32,7 @@ trial: {{dataset: imagefolder, data: {data}}}
 search_space: {{lr: auto}}
 coarse: {{trials: 2, epochs: 1}}
 fine: {{trials: 1, epochs: 1}}
-"""
+""" + NO_OUTPUTS.replace("{", "{{").replace("}", "}}")
 
 
 @pytest.mark.slow
@@ -72,6 +73,7 @@ def test_skipping_the_sanity_checks_of_an_auto_lr_study_is_refused_up_front(tmp_
     assert not study.exists()
 
 
+@pytest.mark.slow
 def test_a_study_whose_lr_range_misses_the_probes_is_warned(finished_study, tmp_path, cache_dir):
     path, out = finished_study
     assert "warning  search_space.lr" not in out  # [1e-3, 1e-1] holds most of what learns

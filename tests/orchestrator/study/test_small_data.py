@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import pandas as pd
+import pytest
 
 from orchestrator.console import ConsoleObserver
 from orchestrator.names import Step
@@ -30,6 +31,7 @@ min_rung_steps: 10
 """
 
 
+@pytest.mark.slow
 def test_small_data_cross_validates_with_stretched_rungs_and_tests_only_at_the_end(
     tiny_faces, cache_dir, tmp_path
 ):

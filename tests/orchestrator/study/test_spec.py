@@ -66,6 +66,8 @@ def test_a_valid_spec_parses_into_one_typed_object():
         (("grace_period: 1", "grace_period: 5"), "grace_period=5 is more than coarse.epochs=3"),
         (("name: tiny\n", ""), "missing key 'name'"),
         (("search_space:", "search_space: ]"), "not valid YAML"),
+        (("fine:", "sanity: {probe_steps: 2}\nfine:"), "sanity.probe_steps=2"),
+        (("fine:", "outputs: {report: maybe}\nfine:"), "outputs.report='maybe'"),
     ],
 )
 def test_bad_specs_fail_with_one_line_naming_the_key_and_rule(edit, message):
@@ -75,6 +77,16 @@ def test_bad_specs_fail_with_one_line_naming_the_key_and_rule(edit, message):
         parse_spec(SPEC.replace(old, new, 1), "tiny.yaml")
     text = str(info.value)
     assert text.startswith("tiny.yaml") and message in text and "\n" not in text
+
+
+def test_outputs_and_default_sanity_settings_leave_the_study_the_same_study():
+    """What tells studies apart (the MLflow spec_hash, the resume check) ignores the outputs
+    and the sanity section when it says the defaults, as a spec written before them."""
+    plain = parse_spec(SPEC, "s")
+    same = parse_spec(SPEC + "outputs: {report: false}\nsanity: {probe_steps: 50}\n", "s")
+    quicker = parse_spec(SPEC + "sanity: {probe_steps: 20}\n", "s")
+    assert plain.digest() == same.digest() != quicker.digest()
+    assert not same.outputs.report and plain.outputs.report and plain.outputs.mlflow_model
 
 
 def test_an_unknown_study_names_the_presets(tmp_path):

@@ -100,6 +100,7 @@ def run_study(path: Path, spec, data, observers=(), runner=None):
     return folder, Study(folder, spec, data, runner, observers, skip_sanity=True).run()
 
 
+@pytest.mark.slow
 def test_a_study_runs_each_step_and_tells_its_observers_in_order(tmp_path, spec, data):
     recorder = Recorder()
     folder, summary = run_study(tmp_path / "watched", spec, data, [recorder])
@@ -139,6 +140,7 @@ def test_a_study_runs_each_step_and_tells_its_observers_in_order(tmp_path, spec,
     ]
 
 
+@pytest.mark.slow
 def test_a_finished_study_runs_again_without_training_anything(tmp_path, spec, data):
     folder, first = run_study(tmp_path / "s", spec, data)
     recorder, runner = Recorder(), CountingRunner()
@@ -159,6 +161,7 @@ def test_a_stage_draws_the_same_settings_from_its_seed(spec):
     assert first == second and len({s["lr"] for s in first}) == 4
 
 
+@pytest.mark.slow
 def test_a_folder_from_the_previous_version_resumes(tmp_path, cache_dir, empty_store):
     path = tmp_path / "old"
     shutil.copytree(FIXTURE, path)
@@ -272,6 +275,7 @@ class StoppedUnderRunner(LocalStageRunner):
         return tables
 
 
+@pytest.mark.slow
 def test_a_stage_with_a_trial_still_pending_writes_no_table(tmp_path, spec, data):
     with pytest.raises(BabysitterError, match=r"the coarse stage ended with trials not finished "
                        r"\(1 pending\); its table is not written: `babysit resume "):  # fmt: skip

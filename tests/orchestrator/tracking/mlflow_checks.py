@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
 
+from orchestrator.study.spec import parse_saved_spec
 from orchestrator.tracking.store import TRACKED
 
 STATUS_OF = {"completed": "FINISHED", "stopped_by_asha": "FINISHED", "diverged": "FINISHED"}
@@ -143,7 +144,9 @@ def assert_study_recorded(uri: str, experiment: str, study: Path) -> None:
         parent = stages[stage][0]
         best = parent.data.tags["best_run_id"]
         assert f"/runs/{best})" in parent.data.tags["mlflow.note.content"]
-    assert final.data.tags["model"].startswith("models:/")
+    outputs = parse_saved_spec((study / "spec.yaml").read_text(), "spec.yaml").outputs
+    assert final.data.tags.get("model", "").startswith("models:/") == outputs.mlflow_model
+    assert (study / "report.html").exists() == outputs.report
     diagnosed = study / "report" / "final" / "diagnosis.txt"
     if diagnosed.exists():  # the report's diagnosis, as tags
         lines = diagnosed.read_text().splitlines()

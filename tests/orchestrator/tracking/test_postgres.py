@@ -12,13 +12,14 @@ from orchestrator.names import BudgetName, Step
 from orchestrator.search.ray_stage import RayStageRunner
 from orchestrator.study.folder import StudyFolder
 from orchestrator.study.spec import parse_spec
-from tests.conftest import FACES
+from tests.conftest import FACES, QUICK
 from tests.orchestrator import planted
 from tests.orchestrator.tracking.mlflow_checks import assert_study_recorded
 from tests.orchestrator.tracking.postgres import mlflow_server, postgres
 
 CONCURRENT = 16
-SPEC = f"""
+SPEC = (
+    f"""
 name: team
 trial: {{dataset: faces, data: {FACES}, train_subset: 200, threads: 1}}
 search_space:
@@ -30,6 +31,8 @@ final: {{epochs: 1}}
 resources: {{cpus_per_trial: 0.1, max_concurrent: {CONCURRENT}}}
 min_rung_steps: 1
 """
+    + QUICK
+)
 
 
 @pytest.mark.slow
