@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from orchestrator.names import WARNING
 from orchestrator.search.events import StageTally, TrialInfo
 from orchestrator.study.observer import StudyObserver, StudyStarted
+from trainables.metric_names import UPDATE_RATIO
 from trainables.metrics import ClassificationReport
 from trainables.status import TrialStatus
 
@@ -33,7 +34,7 @@ def epoch_line(epoch: int, epochs: int, metrics: dict[str, float], status: str) 
             f"lr {metrics['lr']:.1e} | DIVERGED"
         )
     train = f"train loss {metrics['train_loss']:.4f} acc {metrics['train_acc']:.3f}"
-    ratios = [v for k, v in metrics.items() if k.startswith("update_ratio/")]
+    ratios = [v for k, v in metrics.items() if k.startswith(UPDATE_RATIO)]
     val = "no val split (trains on train + val)"
     if "val_loss" in metrics:
         val = f"val loss {metrics['val_loss']:.4f} acc {metrics['val_acc']:.3f}"

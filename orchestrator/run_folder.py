@@ -92,7 +92,7 @@ def train_run(
     folder.write_json("config.json", config.to_dict())
 
     def record(report: EpochReport) -> None:
-        folder.append_metrics({**report.metrics, "status": report.status})
+        folder.append_metrics(report.row())
         on_epoch(report)
 
     result = train(

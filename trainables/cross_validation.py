@@ -16,6 +16,7 @@ from trainables.config import TrialConfig
 from trainables.datasets import DataSplits, Split, channel_stats
 from trainables.device import select_runtime
 from trainables.epoch import EpochReport, TrainingFold, TrainResult
+from trainables.metric_names import FOLD
 from trainables.status import TrialStatus
 from trainables.trial_state import TrialState
 
@@ -149,6 +150,6 @@ def combine(rows: list[dict[str, float]], folds: list[TrainingFold]) -> dict[str
         "folds": k,
     }
     for i, r in enumerate(rows):
-        metrics[f"fold{i}/val_acc"] = r["val_acc"]
-        metrics[f"fold{i}/val_loss"] = r["val_loss"]
+        metrics[f"{FOLD}{i}/val_acc"] = r["val_acc"]
+        metrics[f"{FOLD}{i}/val_loss"] = r["val_loss"]
     return metrics

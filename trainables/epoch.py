@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,6 +19,7 @@ from trainables.config import TrialConfig
 from trainables.datasets import DataSplits
 from trainables.device import Runtime
 from trainables.evaluation import DeviceSplit, assess, device_split
+from trainables.metric_names import TRIAL_STATUS, UPDATE_RATIO
 from trainables.model import SeedCNN
 from trainables.status import TrialStatus
 from trainables.trial_state import TrialState
@@ -37,6 +39,10 @@ class EpochReport:
     metrics: dict[str, float]
     status: str
     checkpoint: Path | None = None
+
+    def row(self) -> dict[str, Any]:
+        """The metrics with the trial's status: one epoch row as every table keeps it."""
+        return {**self.metrics, TRIAL_STATUS: self.status}
 
 
 @dataclass
@@ -228,7 +234,7 @@ def run_epoch(
                 for w, old in zip(weights, before, strict=True)
             ]
             values = torch.stack(changes).tolist()
-            ratios = {f"update_ratio/{k}": v for k, v in zip(named, values, strict=True)}
+            ratios = {f"{UPDATE_RATIO}{k}": v for k, v in zip(named, values, strict=True)}
         else:
             optimizer.step()
         correct = (logits.argmax(dim=1) == y).sum()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -15,6 +16,9 @@ from orchestrator.cli.options import (
 )
 from orchestrator.names import BudgetName
 from trainables.errors import BabysitterError
+
+if TYPE_CHECKING:
+    from orchestrator.cli.request import StudyRequest
 
 
 @cli.command()
@@ -71,8 +75,8 @@ def submit(
     """Run STUDY on a cluster: `babysit run` as a Ray job (--address), in a SLURM job (a Ray
     head on the first node, workers on the others) or in a KubeRay RayJob. Preemption,
     requeue and resubmission resume the study."""
+    from orchestrator.cli.request import StudyRequest
     from orchestrator.cluster import submission
-    from orchestrator.study.spec import load_spec
 
     if (address is None) == (where is None):
         raise BabysitterError("babysit submit needs one place: --address URL, --slurm or --kuberay")
@@ -82,31 +86,36 @@ def submit(
         address = ray_jobs.dashboard_address(address, allow_insecure)
     elif not dry_run:
         submission.require("sbatch" if where == "slurm" else "kubectl")
-    spec = load_spec(study)
+    request = StudyRequest.from_options(
+        study=study,
+        budget=budget,
+        study_dir=study_dir,
+        data=data,
+        cpus_per_trial=cpus_per_trial,
+        gpus_per_trial=gpus_per_trial,
+        max_concurrent=max_concurrent,
+        skip_sanity=skip_sanity,
+    )
     gpus = {"slurm": cluster["gpus_per_node"], "kuberay": cluster["gpus_per_worker"]}.get(where, 0)
-    if gpus_per_trial is None and gpus > 0 and spec.resources.gpus_per_trial == 0:
-        gpus_per_trial = 0.25
+    if gpus_per_trial is None and gpus > 0 and request.spec.resources.gpus_per_trial == 0:
+        request = request.with_resources(gpus_per_trial=0.25)
         click.echo(
             "submit   trials get --gpus-per-trial 0.25 (four per GPU); pass it to change", err=True
         )
-    resources = {
-        "cpus_per_trial": cpus_per_trial,
-        "gpus_per_trial": gpus_per_trial,
-        "max_concurrent": max_concurrent,
-    }
-    spec = spec.with_resources(**resources)
-    options = {"data": data, "tracking_uri": tracking_uri, **resources}
+    options = {"data": data, "tracking_uri": tracking_uri, **request.flags}
     options["skip_sanity"] = skip_sanity
     if address is not None:
-        _submit_ray_job(address, study, spec, budget, study_dir, options, follow)
+        _submit_ray_job(address, request, options, follow)
     elif where == "slurm":
-        _submit_slurm(study, spec, budget, study_dir, options, dry_run, cluster)
+        _submit_slurm(request, options, dry_run, cluster)
     else:
-        _submit_kuberay(spec, budget, study_dir, options, dry_run, cluster)
+        _submit_kuberay(request, options, dry_run, cluster)
 
 
-def _submit_ray_job(address, study, spec, budget, study_dir, options, follow) -> None:
+def _submit_ray_job(address: str, request: StudyRequest, options: dict, follow: bool) -> None:
     from orchestrator.cluster import ray_jobs, submission
+
+    study, spec, budget, study_dir = request.study, request.spec, request.budget, request.study_dir
 
     for flag, path in (("--study-dir", study_dir), ("--data", options["data"])):
         if flag == "--data" and path is None:
@@ -132,12 +141,13 @@ def _submit_ray_job(address, study, spec, budget, study_dir, options, follow) ->
         raise BabysitterError(f"job {job} ended {status}; its log is above")
 
 
-def _submit_slurm(study, spec, budget, study_dir, options, dry_run, cluster) -> None:
+def _submit_slurm(request: StudyRequest, options: dict, dry_run: bool, cluster: dict) -> None:
     from orchestrator.cluster import submission
 
+    study = request.study
     target = Path(study).resolve() if Path(study).is_file() else study
-    folder = (study_dir or Path("studies") / f"{spec.name}-{budget}").resolve()
-    args = submission.run_arguments(str(target), str(folder), budget, options)
+    folder = request.folder().resolve()
+    args = submission.run_arguments(str(target), str(folder), request.budget, options)
     script = submission.slurm_script(
         study,
         folder,
@@ -160,13 +170,13 @@ def _submit_slurm(study, spec, budget, study_dir, options, dry_run, cluster) -> 
     click.echo(f"slurm    {out}; follow it with `squeue -j {job}` and `tail -f {log}`")
 
 
-def _submit_kuberay(spec, budget, study_dir, options, dry_run, cluster) -> None:
+def _submit_kuberay(request: StudyRequest, options: dict, dry_run: bool, cluster: dict) -> None:
     from orchestrator.cluster import submission
 
-    folder = study_dir or Path("/studies") / f"{spec.name}-{budget}"
+    folder, budget = request.folder(root=Path("/studies")), request.budget  # the studies claim
     args = submission.run_arguments("/etc/babysitter/spec.yaml", str(folder), budget, options)
     manifest = submission.rayjob_manifest(
-        spec,
+        request.spec,
         budget,
         args,
         image=cluster["image"],

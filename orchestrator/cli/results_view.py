@@ -10,6 +10,7 @@ from orchestrator.names import METRIC, Step
 from orchestrator.search.ranking import rank
 from orchestrator.study.folder import StudyFolder
 from trainables.errors import BabysitterError
+from trainables.metric_names import TRIAL_STATUS
 
 RANKING = (
     f"ranked by {METRIC}, best first; ties within one standard error by val_loss, then the "
@@ -92,7 +93,7 @@ def step_text(folder: StudyFolder, step: str) -> str:
     chosen = ", ".join(f"{k}={cell(final.config[k])}" for k in searched if k in final.config)
     lines = [f"final  chosen {chosen}"]
     lines += [
-        "final  " + epoch_line(int(r["epoch"]), epochs, r, r.get("status", ""))
+        "final  " + epoch_line(int(r["epoch"]), epochs, r, r.get(TRIAL_STATUS, ""))
         for r in final.epochs
     ]
     lines.append(

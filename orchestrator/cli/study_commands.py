@@ -17,7 +17,7 @@ from orchestrator.cli.options import (
     WAIT_OPTION,
     study_options,
 )
-from orchestrator.names import SEARCH_STAGES, BudgetName, Step
+from orchestrator.names import SEARCH_STAGES, Step
 from trainables.errors import BabysitterError
 
 
@@ -79,37 +79,22 @@ def resume(
 
 def _start_study(
     target: Step,
-    study: str,
-    data: str | None,
-    split_seed: int | None,
-    budget: str,
-    study_dir: Path | None,
-    cpus_per_trial: float | None,
-    gpus_per_trial: float | None,
-    max_concurrent: int | None,
     address: str | None,
     tracking_uri: str | None,
     tracking_wait: float,
     cache_dir: Path,
-    skip_sanity: bool,
+    **asked,
 ) -> None:
     from orchestrator import session
+    from orchestrator.cli.request import StudyRequest
     from orchestrator.study.folder import StudyFolder
-    from orchestrator.study.spec import load_spec
 
-    spec = load_spec(study)
-    resources = {
-        "cpus_per_trial": cpus_per_trial,
-        "gpus_per_trial": gpus_per_trial,
-        "max_concurrent": max_concurrent,
-    }
-    spec = spec.with_resources(**resources)
-    trial = {"data": data, "split_seed": split_seed}
-    if any(v is not None for v in trial.values()):
-        spec = spec.with_changes(trial={k: v for k, v in trial.items() if v is not None})
-    folder = StudyFolder(study_dir or Path("studies") / f"{spec.name}-{budget}")
+    request = StudyRequest.from_options(**asked)
+    folder = StudyFolder(request.folder())
     options = session.SessionOptions(cache_dir, address, tracking_uri, tracking_wait, click.echo)
-    session.run_new(spec, folder, target, BudgetName(budget), options, skip_sanity=skip_sanity)
+    session.run_new(
+        request.spec, folder, target, request.budget, options, skip_sanity=request.skip_sanity
+    )
 
 
 @cli.command()
@@ -158,12 +143,13 @@ def ui(study_dir: Path | None, host: str, port: int) -> None:
     import socket
     import subprocess
 
+    from orchestrator.cli.request import STUDIES
     from orchestrator.study.folder import StudyFolder
     from orchestrator.tracking.sqlite_store import embedded_uri, relocate
     from orchestrator.tracking.store import experiment_id
     from orchestrator.tracking.ui_text import runs_url
 
-    folder = StudyFolder(study_dir or _newest_study(Path("studies")))
+    folder = StudyFolder(study_dir or _newest_study(STUDIES))
     spec = folder.read_spec()
     recorded = folder.read_state().tracking_uri
     if recorded:

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 from orchestrator.search.ranking import known
 from orchestrator.search.space import Param
+from trainables.metric_names import UPDATE_RATIO as RATIO_PREFIX
+from trainables.metric_names import layer_of
 from trainables.sanity_report import RATIO_RANGE
 from trainables.status import TrialStatus
 
@@ -158,13 +160,13 @@ def _loss_trend(subject: str, rows: list[dict[str, Any]], status: str) -> list[F
 def _ratios(subject: str, rows: list[dict[str, Any]]) -> list[Finding]:
     """One finding naming every layer whose update / weight ratio left the band."""
     early = rows[:RATIO_EPOCHS]
-    layers = sorted({k for r in early for k in r if k.startswith("update_ratio/")})
+    layers = sorted({k for r in early for k in r if k.startswith(RATIO_PREFIX)})
     low, high = RATIO_RANGE
     outside = []
     for column in layers:
         values = sorted(float(r[column]) for r in early if known(r.get(column)))
         if values and not low <= values[len(values) // 2] <= high:
-            outside.append((column.removeprefix("update_ratio/"), values[len(values) // 2]))
+            outside.append((layer_of(column), values[len(values) // 2]))
     if not outside:
         return []
     too_low = all(v < low for _, v in outside)

@@ -18,6 +18,7 @@ from matplotlib.patches import Rectangle
 
 from orchestrator.names import METRIC
 from orchestrator.report.study_view import StageView, StudyView
+from trainables.metric_names import UPDATE_RATIO, layer_of
 from trainables.metrics import ClassificationReport
 from trainables.sanity_report import RATIO_RANGE
 from trainables.status import TrialStatus
@@ -171,7 +172,7 @@ def update_ratios(view: StudyView) -> Figure | None:
     if view.final is None or not view.final.epochs:
         return None
     frame = pd.DataFrame(view.final.epochs)
-    layers = [c for c in frame.columns if c.startswith("update_ratio/")]
+    layers = [c for c in frame.columns if c.startswith(UPDATE_RATIO)]
     if not layers:
         return None
     figure, ax = subplots(figsize=(7, 4))
@@ -184,7 +185,7 @@ def update_ratios(view: StudyView) -> Figure | None:
             frame[column],
             marker=".",
             color=colour,
-            label=column.removeprefix("update_ratio/"),
+            label=layer_of(column),
         )
     ax.set_yscale("log")
     ax.set_xlabel("epoch")

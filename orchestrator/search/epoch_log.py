@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from trainables.metric_names import per_layer_or_fold
+
 EPOCHS_FILE = "epochs.jsonl"
-_KEPT = ("update_ratio/", "fold")  # prefixes of the per-layer and per-fold columns
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,7 @@ class Ended:
 def append_epoch(stage: Path, trial_id: str, result: Mapping[str, Any], columns: tuple) -> None:
     """One reported epoch of ``trial_id``: the ``columns`` the tables keep, and the per-layer
     and per-fold ones."""
-    row = {k: _plain(v) for k, v in result.items() if k in columns or k.startswith(_KEPT)}
+    row = {k: _plain(v) for k, v in result.items() if k in columns or per_layer_or_fold(k)}
     if "epoch" in row:
         _append(stage, {"trial_id": trial_id, "row": row})
 

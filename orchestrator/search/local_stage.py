@@ -81,7 +81,7 @@ class LocalStageRunner:
         start = time.monotonic()
 
         def on_epoch(report: EpochReport) -> None:
-            row = {**report.metrics, "trial_status": report.status}
+            row = report.row()
             row["time_total_s"] = time.monotonic() - start
             row["timestamp"] = time.time()
             rows.append(row)

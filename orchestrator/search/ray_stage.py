@@ -38,6 +38,7 @@ from orchestrator.search.stage import StageRun, Tally
 from orchestrator.search.tune_state import keep, repair
 from trainables.datasets import DataSplits
 from trainables.errors import BabysitterError
+from trainables.metric_names import TRIAL_STATUS
 
 # The observers of the stage running in this process, by stage name: Tune pickles its
 # callbacks with the experiment, so the callback holds only the name, and a restored stage
@@ -197,7 +198,7 @@ class TuneEvents(tune.Callback):
         scores = [
             t.last_result[METRIC]
             for t in trials
-            if METRIC in (t.last_result or {}) and t.last_result.get("trial_status") != DIVERGED
+            if METRIC in (t.last_result or {}) and t.last_result.get(TRIAL_STATUS) != DIVERGED
         ]
         tally = self.tally.update(statuses, scores, time.monotonic() - self.start)
         if tally is not None:

@@ -59,7 +59,7 @@ def run_trial(
 
     def on_epoch(report: EpochReport) -> None:
         nonlocal warning
-        metrics: dict[str, Any] = {**report.metrics, "trial_status": report.status}
+        metrics: dict[str, Any] = report.row()
         metrics["node_id"] = node_id
         if report.status == DIVERGED:
             metrics[METRIC] = 0.0  # the scheduler needs the metric; a diverged trial ranks last

@@ -13,14 +13,19 @@ import pandas as pd
 from orchestrator.names import METRIC
 from orchestrator.search.rungs import COLUMNS as RUNG_COLUMNS
 from orchestrator.search.rungs import RungDecision
+from trainables.metric_names import (
+    EPOCH,
+    EPOCH_SECONDS,
+    JUDGED,
+    MEASURED,
+    TRIAL_STATUS,
+    per_layer_or_fold,
+)
 from trainables.status import TrialStatus
 
 COMPLETED, STOPPED = TrialStatus.COMPLETED, TrialStatus.STOPPED
 DIVERGED, ERRORED = TrialStatus.DIVERGED, TrialStatus.ERRORED
-METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "images_per_s")
-# what judges a trial (see ranking.py): the score's error, learning, the penalty, chance
-JUDGED = ("val_acc_se", "val_loss_se", "val_loss_initial", "train_penalty", "chance_acc", "folds")
-EPOCH_COLUMNS = ("epoch", *METRICS, *JUDGED, "epoch_seconds", "trial_status", "time_total_s")
+EPOCH_COLUMNS = (EPOCH, *MEASURED, *JUDGED, EPOCH_SECONDS, TRIAL_STATUS, "time_total_s")
 EPOCH_COLUMNS += ("timestamp", "node_ip")  # timestamp: when the epoch was reported (Unix s)
 ROW_COLUMNS = (*EPOCH_COLUMNS, "node_id")  # and per-layer and per-fold columns
 
@@ -51,7 +56,7 @@ def trial_status(runner_status: str, last: Mapping[str, Any], epochs: int) -> st
     status (``running``, ``pending``, ``paused``) for a trial not finished yet."""
     if runner_status == "ERROR":
         return ERRORED
-    if last.get("trial_status") == DIVERGED:
+    if last.get(TRIAL_STATUS) == DIVERGED:
         return DIVERGED
     if last.get("epoch", 0) >= epochs:
         return COMPLETED
@@ -67,13 +72,11 @@ def history_frame(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     if "epoch" not in frame:
         return pd.DataFrame()
     keep = list(ROW_COLUMNS)
-    keep += sorted(
-        c for c in frame.columns if c.startswith(("update_ratio/", "fold")) and c not in keep
-    )
+    keep += sorted(c for c in frame.columns if per_layer_or_fold(c) and c not in keep)
     frame = frame[[c for c in keep if c in frame.columns]].dropna(subset=["epoch"])
     frame["epoch"] = frame["epoch"].astype(int)
-    if "trial_status" in frame:  # a diverged epoch was never validated (the scheduler got 0.0)
-        frame.loc[frame["trial_status"] == DIVERGED, METRIC] = math.nan
+    if TRIAL_STATUS in frame:  # a diverged epoch was never validated (the scheduler got 0.0)
+        frame.loc[frame[TRIAL_STATUS] == DIVERGED, METRIC] = math.nan
     return frame.drop_duplicates("epoch", keep="last").sort_values("epoch").reset_index(drop=True)
 
 
@@ -90,7 +93,7 @@ def stage_tables(stage: str, trials: Iterable[TrialRecord], base: Mapping[str, A
             "epochs_run": int(last.get("epoch", 0)),
             "retries": trial.retries,
             "error": trial.error if trial.status == ERRORED else "",
-            **{m: float(last.get(m, math.nan)) for m in (*METRICS, *JUDGED)},
+            **{m: float(last.get(m, math.nan)) for m in (*MEASURED, *JUDGED)},
             **{**base, **trial.config},  # the searched lr, not the last epoch's (a schedule's)
             **(trial.stopped_at.columns() if trial.stopped_at else dict.fromkeys(RUNG_COLUMNS)),
             "best_val_acc": _best(history, METRIC, max),

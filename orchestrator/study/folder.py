@@ -29,6 +29,7 @@ from orchestrator.study.records import (
 from orchestrator.study.spec import StudySpec, parse_saved_spec
 from trainables.errors import BabysitterError
 from trainables.files import replacing, write_text
+from trainables.metric_names import TRIAL_STATUS
 from trainables.metrics import ClassificationReport
 
 T = TypeVar("T")
@@ -298,7 +299,7 @@ class StudyFolder:
         outcome = _read(result_file, fix, dict)
         config = _read(self.final / "config.json", fix, dict)
         metrics = self.final / "metrics.jsonl"
-        epochs = [json.loads(line) for line in metrics.read_text().splitlines() if line]
+        epochs = [_epoch_row(json.loads(line)) for line in metrics.read_text().splitlines() if line]
         test_file = self.final / "test_metrics.json"
         test = None
         if test_file.exists():
@@ -331,6 +332,14 @@ def _read(path: Path, fix: str, make: Callable[[Any], T], *, parse: bool = True)
 
 def _write_json(path: Path, payload: dict[str, Any]) -> None:
     write_text(path, json.dumps(payload, indent=2) + "\n")
+
+
+def _epoch_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A final run's epoch row; one written before the metric names were one
+    vocabulary named its trial status ``status``."""
+    if "status" in row and TRIAL_STATUS not in row:
+        row[TRIAL_STATUS] = row.pop("status")
+    return row
 
 
 def _comparable(spec: StudySpec) -> dict[str, Any]:

@@ -29,7 +29,14 @@ from orchestrator.study.narrowing_decision import (
 )
 from orchestrator.study.observer import Observers, StudyObserver, StudyStarted
 from orchestrator.study.plan import plan_study
-from orchestrator.study.records import NarrowingRecord, Summary
+from orchestrator.study.records import (
+    BestTrial,
+    FinalRecord,
+    FinalSummary,
+    NarrowingRecord,
+    SanitySummary,
+    Summary,
+)
 from orchestrator.study.room import check_room, out_of_room, stop_stage
 from orchestrator.study.sanity_step import run_sanity
 from orchestrator.study.spec import StudySpec
@@ -77,15 +84,18 @@ class Study:
         sanity = self.folder.read_sanity()
         if sanity is not None:
             lr_range = list(sanity.lr_range) if sanity.lr_range else None
-            summary = _with(summary, sanity={"passed": sanity.passed, "lr_range": lr_range})
+            summary = _with(summary, sanity=SanitySummary(sanity.passed, lr_range))
         if target == Step.SANITY:
             return summary
         stage, trials, space, summary = self._search(spec, summary, target)
         if target in (Step.COARSE, Step.FINE):
             return summary
-        row, outcome = self._choose(spec, stage, trials, space)
+        row, candidates = self._choose(spec, stage, trials, space)
         chosen = _config_of(row, spec, space).replace(epochs=self.plan.final_epochs)
-        summary = _with(summary, final={**outcome, **self._final(chosen, list(space))})
+        record = self._final(chosen, list(space))
+        test = record.test.accuracy if record.test is not None else None
+        final = FinalSummary(stage, record.status, record.config, test, candidates)
+        summary = _with(summary, final=final)
         self.folder.write_summary(summary)
         return summary
 
@@ -97,7 +107,7 @@ class Study:
         stage, space = Step.COARSE, self._capped(spec.space(), spec)
         trials = self._stage(spec, stage, space)
         summary = _with(summary, coarse=_best_row(trials, space))
-        later: dict[str, Any] = {}
+        later: dict[str, BestTrial | None] = {}
         while target != Step.COARSE and round_number(stage) < spec.round_cap:
             record = self._narrowing(spec, stage, trials, space)
             if record.stop:
@@ -113,21 +123,21 @@ class Study:
 
     def _choose(
         self, spec: StudySpec, stage: str, trials: pd.DataFrame, space: dict[str, Param]
-    ) -> tuple[pd.Series, dict[str, Any]]:
+    ) -> tuple[pd.Series, dict[str, dict[str, float]] | None]:
         """The best trial of the last round (by the mean over seeds of the top candidates
-        when ``final.candidates`` x ``final.seeds`` > 1) and what the summary says of it."""
+        when ``final.candidates`` x ``final.seeds`` > 1) and those candidates' scores."""
         best = rank(trials)
         if best.empty:
             raise BabysitterError(nothing_usable(stage, trials))
         if not spec.final.retrains:
-            return best.iloc[0], {"round": stage}
+            return best.iloc[0], None
         table = self._candidates(spec, stage, best, space)
         candidates = {
             str(t): {"mean": float(r["mean"]), "spread": float(r["spread"])}
             for t, r in table.iterrows()
         }
         row = best[best["trial_id"] == table.index[0]].iloc[0]
-        return row, {"round": stage, "candidates": candidates}
+        return row, candidates
 
     def _check_lr_range(self, spec: StudySpec) -> None:
         """Warn when the searched lr range misses most of where the lr probe saw learning
@@ -261,7 +271,7 @@ class Study:
         self.events.range_capped(l2, capped, limit.why)
         return {**space, "l2": capped}
 
-    def _final(self, config: TrialConfig, searched: list[str]) -> dict[str, Any]:
+    def _final(self, config: TrialConfig, searched: list[str]) -> FinalRecord:
         """The chosen config trained once more: on train + val when the trials
         cross-validated (no validation split is left), on train otherwise; then tested."""
         folder = self.folder
@@ -277,10 +287,7 @@ class Study:
         record = folder.read_final()
         self.events.final_result(record, searched)
         self.events.step_finished(Step.FINAL)
-        outcome = {"status": record.status, "config": record.config}
-        if record.test is not None:
-            outcome["test_accuracy"] = record.test.accuracy
-        return outcome
+        return record
 
 
 def without_test(data: DataSplits) -> DataSplits:
@@ -303,17 +310,13 @@ def _config_of(row: pd.Series, spec: StudySpec, space: dict[str, Param]) -> Tria
     return spec.base_config().replace(**values, threads=os.cpu_count() or 1)
 
 
-def _best_row(trials: pd.DataFrame, space: dict[str, Param]) -> dict[str, Any]:
+def _best_row(trials: pd.DataFrame, space: dict[str, Param]) -> BestTrial | None:
     best = rank(trials)
     if best.empty:
-        return {}
+        return None
     row = best.iloc[0]
-    return {
-        "trial_id": row["trial_id"],
-        METRIC: float(row[METRIC]),
-        f"{METRIC}_se": float(row["score_se"]),
-        **{name: plain(row[name]) for name in space},
-    }
+    params = {name: plain(row[name]) for name in space}
+    return BestTrial(row["trial_id"], float(row[METRIC]), float(row["score_se"]), params)
 
 
 def _with(summary: Summary, **changes: Any) -> Summary:

@@ -7,7 +7,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrator.names import Step
+from orchestrator.names import METRIC, Step
 from orchestrator.search.space import Param, parse_space
 from trainables.metrics import ClassificationReport
 from trainables.sanity_report import SanityReport
@@ -117,20 +117,80 @@ class FinalRecord:
 
 
 @dataclass(frozen=True)
-class Summary:
-    """summary.json: the best trial of each stage and the final outcome."""
+class SanitySummary:
+    passed: bool
+    lr_range: list[float] | None = None
 
-    study: str
-    budget: str
-    sanity: dict[str, Any] | None = None
-    coarse: dict[str, Any] | None = None
-    fine: dict[str, Any] | None = None
-    rounds: dict[str, Any] | None = None  # the best of each round after fine (fine2, ...)
-    final: dict[str, Any] | None = None
+
+@dataclass(frozen=True)
+class BestTrial:
+    """A round's best trial as the ranking has it: its score and the values it searched."""
+
+    trial_id: str
+    score: float
+    score_se: float
+    params: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        score = {METRIC: self.score, f"{METRIC}_se": self.score_se}
+        return {"trial_id": self.trial_id, **score, **self.params}
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> BestTrial:
+        rest = dict(raw)
+        trial_id, score, se = (rest.pop(k) for k in ("trial_id", METRIC, f"{METRIC}_se"))
+        return cls(trial_id, score, se, rest)
+
+
+@dataclass(frozen=True)
+class FinalSummary:
+    """The chosen config, the round it won and how its final run ended."""
+
+    round: str
+    status: str
+    config: dict[str, Any]
+    test_accuracy: float | None = None
+    candidates: dict[str, dict[str, float]] | None = None  # mean and spread over seeds
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
 
+
+@dataclass(frozen=True)
+class Summary:
+    """summary.json: the best trial of each round and the final outcome."""
+
+    study: str
+    budget: str
+    sanity: SanitySummary | None = None
+    coarse: BestTrial | None = None
+    fine: BestTrial | None = None
+    rounds: dict[str, BestTrial] | None = None  # the best of each round after fine (fine2, ...)
+    final: FinalSummary | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        sections = {
+            "sanity": self.sanity and dataclasses.asdict(self.sanity),
+            "coarse": self.coarse and self.coarse.to_dict(),
+            "fine": self.fine and self.fine.to_dict(),
+            "rounds": self.rounds and {k: v.to_dict() for k, v in self.rounds.items()},
+            "final": self.final and self.final.to_dict(),
+        }
+        kept = {k: v for k, v in sections.items() if v is not None}
+        return {"study": self.study, "budget": self.budget, **kept}
+
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Summary:
-        return cls(**raw)
+        def best(section: dict[str, Any] | None) -> BestTrial | None:
+            return BestTrial.from_dict(section) if section else None
+
+        rounds = raw.get("rounds")
+        return cls(
+            raw["study"],
+            raw["budget"],
+            SanitySummary(**raw["sanity"]) if raw.get("sanity") else None,
+            best(raw.get("coarse")),
+            best(raw.get("fine")),
+            {k: BestTrial.from_dict(v) for k, v in rounds.items()} if rounds else None,
+            FinalSummary(**raw["final"]) if raw.get("final") else None,
+        )

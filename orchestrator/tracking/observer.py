@@ -87,7 +87,7 @@ class MlflowObserver(StudyObserver):
         self.live.drain()
 
     def final_epoch(self, config: TrialConfig, report: EpochReport) -> None:
-        row = {**report.metrics, "trial_status": report.status}
+        row = report.row()
         tracker = self.tracker
         tracker.live(
             lambda: tracker.log_epochs(tracker.stage_run(Step.FINAL, config.to_dict()), [row])

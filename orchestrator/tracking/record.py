@@ -212,7 +212,7 @@ def record_sanity(tracker: StudyTracker, folder: StudyFolder) -> None:
 def record_final(tracker: StudyTracker, folder: StudyFolder) -> None:
     final = folder.read_final()
     run_id = tracker.stage_run(Step.FINAL, final.config)
-    tracker.log_epochs(run_id, [{**r, "trial_status": r.get("status")} for r in final.epochs])
+    tracker.log_epochs(run_id, final.epochs)
     metrics: dict[str, float] = {}
     tags = {"status": final.status}
     artifacts: list[Path] = []

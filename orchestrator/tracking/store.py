@@ -28,13 +28,19 @@ from orchestrator.tracking.ui_text import (
     status_name,
 )
 from trainables.errors import BabysitterError
+from trainables.metric_names import (
+    EPOCH_SECONDS,
+    JUDGED,
+    MEASURED,
+    PER_TRIAL,
+    TRIAL_STATUS,
+    per_layer_or_fold,
+)
 from trainables.status import TrialStatus
 
 Echo = Callable[[str], None]
 MARKER = "lr"  # reported at every epoch, diverged ones included: its steps are the delivered epochs
-TRACKED = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "images_per_s", "epoch_seconds")
-TRACKED += ("val_acc_se", "val_loss_se", "train_penalty")
-PER_LAYER_OR_FOLD = ("update_ratio/", "fold")
+TRACKED = tuple(n for n in (*MEASURED, EPOCH_SECONDS, *JUDGED) if n not in PER_TRIAL)
 DATA_LOSS = "train_data_loss"  # train_loss includes the L2 penalty; val_loss does not
 RETRY_S = 10.0
 HTTP = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
@@ -43,10 +49,10 @@ HTTP = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "
 def epoch_metrics(report: Mapping[str, Any]) -> dict[str, float]:
     """The metrics of one epoch report (a Tune result or a table row) that MLflow records. A
     value that was not measured (NaN, or validation of a diverged epoch) is left out."""
-    diverged = report.get("trial_status") == DIVERGED
+    diverged = report.get(TRIAL_STATUS) == DIVERGED
     metrics = {}
     for key, value in report.items():
-        if key not in TRACKED and not key.startswith(PER_LAYER_OR_FOLD):
+        if key not in TRACKED and not per_layer_or_fold(key):
             continue
         if diverged and key.startswith("val_"):
             continue

@@ -27,7 +27,7 @@ def test_train_writes_metrics_checkpoint_and_test_report(tmp_path, cache_dir):
     assert "epoch 1/2" in proc.stdout and "epoch 2/2" in proc.stdout
     assert "test accuracy" in proc.stdout and "confusion matrix" in proc.stdout
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in rows] == [1, 2] and rows[-1]["status"] == "completed"
+    assert [r["epoch"] for r in rows] == [1, 2] and rows[-1]["trial_status"] == "completed"
     test = json.loads((out / "test_metrics.json").read_text())
     assert sum(test["support"]) == 1396 and len(test["precision"]) == 2
     assert json.loads((out / "config.json").read_text())["epochs"] == 2

@@ -123,7 +123,7 @@ def test_a_study_runs_each_step_and_tells_its_observers_in_order(tmp_path, spec,
     coarse_epochs = [a for n, a in recorder.calls if n == "trial_epoch" and a == "coarse"]
     assert len(coarse_epochs) == coarse["epochs_run"].sum() < 4 * 3  # ASHA stopped some
     assert "stopped_by_asha" in set(coarse["status"])
-    assert summary.final["test_accuracy"] > 0.6
+    assert summary.final.test_accuracy > 0.6
     assert json.loads(folder.summary_file.read_text()) == summary.to_dict()
 
     lines: list[str] = []
@@ -180,7 +180,7 @@ def test_a_folder_from_the_previous_version_resumes(tmp_path, cache_dir, empty_s
     out = "\n".join(lines)
     assert "sanity" not in out.split("coarse")[0].replace("sanity ", "")  # not run again
     assert "coarse already finished" in out and "fine   2 trials x 2 epochs" in out
-    assert "test accuracy" in out and summary.final["test_accuracy"] > 0
+    assert "test accuracy" in out and summary.final.test_accuracy > 0
     folder = StudyFolder(path)
     assert len(folder.read_stage("fine").trials) == 2
     assert folder.read_state().recorded == ("sanity", "coarse", "fine", "final")

@@ -12,6 +12,7 @@ from mlflow import MlflowClient
 
 from orchestrator.study.spec import parse_saved_spec
 from orchestrator.tracking.store import TRACKED
+from trainables.metric_names import UPDATE_RATIO
 
 STATUS_OF = {"completed": "FINISHED", "stopped_by_asha": "FINISHED", "diverged": "FINISHED"}
 
@@ -69,7 +70,7 @@ def assert_stage_recorded(uri: str, experiment: str, study: Path, stage: str) ->
         if "timestamp" in mine and len(mine):  # the run ends when its trial did, not its stage
             assert abs(run.info.end_time / 1000 - mine["timestamp"].max()) < 2
         assert len(client.get_metric_history(run.info.run_id, "lr")) == row["epochs_run"]
-        for key in [k for k in mine.columns if k in TRACKED or k.startswith("update_ratio/")]:
+        for key in [k for k in mine.columns if k in TRACKED or k.startswith(UPDATE_RATIO)]:
             expected = [
                 (int(e), v)
                 for e, v in zip(mine["epoch"], mine[key], strict=True)
