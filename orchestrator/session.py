@@ -16,6 +16,7 @@ from orchestrator.names import TRACKING_WAIT_S, BudgetName, Step
 from orchestrator.search.stage import StageRunner
 from orchestrator.study.folder import StudyFolder
 from orchestrator.study.lock import study_lock
+from orchestrator.study.observer import StudyObserver
 from orchestrator.study.pipeline import Study
 from orchestrator.study.records import Summary
 from orchestrator.study.room import disk_full, out_of_room
@@ -180,15 +181,12 @@ def _study(
                 options.echo(f"cluster  all {nodes} Ray nodes see the study folder {folder.path}")
         prepare(spec)
         tracker = _tracker(folder, spec, uri, options)
-        observers = [
-            *(
-                [ReportObserver(folder, options.cache_dir, options.echo)]
-                if spec.outputs.report
-                else []
-            ),
-            MlflowObserver(tracker, folder, spec, options.echo),
-            ConsoleObserver(options.echo),
-        ]
+        report = spec.outputs.report
+        mlflow = MlflowObserver(tracker, folder, spec, options.echo, figures_follow=report)
+        observers: list[StudyObserver] = [mlflow, ConsoleObserver(options.echo)]
+        if report:  # first, as its line reads best before the step's summary
+            then = mlflow.figures_saved  # MLflow records the step once it has the figures
+            observers.insert(0, ReportObserver(folder, options.cache_dir, options.echo, then))
         study = Study(folder, spec, data, runner, observers, skip_sanity=skip_sanity)
         return study.run(target)
 

@@ -1,6 +1,6 @@
 """The report as a study observer: after each search round and the final run it rewrites
-STUDY_DIR/report.html and that step's figures (which the MLflow record then attaches), and at
-the end it prints the diagnosis."""
+STUDY_DIR/report.html and that step's figures, hands them on (``then``: the MLflow record
+attaches them), and at the end it prints the diagnosis."""
 
 from __future__ import annotations
 
@@ -19,8 +19,14 @@ if TYPE_CHECKING:
 
 
 class ReportObserver(StudyObserver):
-    def __init__(self, folder: StudyFolder, cache_dir: Path, echo: Callable[[str], None]) -> None:
-        self.folder, self.cache_dir, self.echo = folder, cache_dir, echo
+    def __init__(
+        self,
+        folder: StudyFolder,
+        cache_dir: Path,
+        echo: Callable[[str], None],
+        then: Callable[[str], None] | None = None,
+    ) -> None:
+        self.folder, self.cache_dir, self.echo, self.then = folder, cache_dir, echo, then
         self.data = None
         self.written: Written | None = None
 
@@ -34,6 +40,8 @@ class ReportObserver(StudyObserver):
         self.written = write_report(self.folder.path, None, self.cache_dir, self.data)
         save_figures(self.written, self.folder, step)
         self.echo(f"report   {self.written.path} ({time.monotonic() - start:.1f} s)")
+        if self.then is not None:
+            self.then(step)
 
     def study_finished(self, summary: Summary) -> None:
         if self.written is None:

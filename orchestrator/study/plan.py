@@ -14,6 +14,7 @@ import math
 from dataclasses import dataclass
 
 from orchestrator.names import SEARCH_STAGES, Step, round_number
+from orchestrator.search.space import Param
 from orchestrator.study.spec import Stage, StudySpec
 
 # Trials cross-validate (cv: auto) when the validation split holds fewer images than this: on
@@ -97,7 +98,6 @@ def _stretch(stage: Stage, steps_per_epoch: int, min_steps: int) -> StagePlan:
 def _largest_batch(spec: StudySpec) -> int:
     """The batch size with the fewest steps per epoch, when the search varies it."""
     searched = spec.search_space.get("batch_size")
-    if isinstance(searched, dict) and searched:
-        values = next(iter(searched.values()))
-        return int(max(values))
-    return spec.base_config().batch_size
+    if searched is None:
+        return spec.base_config().batch_size
+    return int(max(Param.parse("batch_size", searched).values))  # a range's high or a choice

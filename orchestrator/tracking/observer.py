@@ -43,11 +43,22 @@ DRAIN_S = 30.0
 
 
 class MlflowObserver(StudyObserver):
+    """With ``figures_follow`` a finished search or final step is recorded once the report has
+    saved its figures (``figures_saved``), so that its record carries them, whichever observer
+    hears of the step first; should the report stop watching, steps are recorded as they end."""
+
     def __init__(
-        self, tracker: StudyTracker, folder: StudyFolder, spec: StudySpec, echo: Echo
+        self,
+        tracker: StudyTracker,
+        folder: StudyFolder,
+        spec: StudySpec,
+        echo: Echo,
+        *,
+        figures_follow: bool = False,
     ) -> None:
         self.tracker, self.folder, self.spec, self.echo = tracker, folder, spec, echo
         self.live = LiveTrials(tracker, echo)
+        self.figures_follow = figures_follow
 
     def study_started(self, started: StudyStarted) -> None:
         target = self.tracker.target
@@ -56,7 +67,16 @@ class MlflowObserver(StudyObserver):
         self.record()
 
     def step_finished(self, step: str) -> None:
+        if step == Step.SANITY or not self.figures_follow:
+            self.record()
+
+    def figures_saved(self, step: str) -> None:
         self.record()
+
+    def observer_failed(self, observer: str, hook: str, error: Exception) -> None:
+        if self.figures_follow and observer == "ReportObserver":
+            self.figures_follow = False
+            self.record()
 
     def study_finished(self, summary: Summary) -> None:
         self.record(wait_s=self.tracker.target.wait_s)

@@ -9,17 +9,24 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from mlflow import MlflowClient
 
 from orchestrator import session
 from orchestrator.console import ConsoleObserver
 from orchestrator.names import Step
+from orchestrator.report.observer import ReportObserver
 from orchestrator.search.local_stage import LocalStageRunner, rungs_of, samples
 from orchestrator.search.stage import StageRun
 from orchestrator.study.folder import StudyFolder
 from orchestrator.study.observer import StudyObserver
 from orchestrator.study.pipeline import Study
 from orchestrator.study.spec import parse_spec
+from orchestrator.tracking.observer import MlflowObserver
+from orchestrator.tracking.record import tracking_target
+from orchestrator.tracking.sqlite_store import embedded_uri
+from orchestrator.tracking.store import connect
 from tests.conftest import FACES, assert_one_line_error, babysit_here, seed_store
+from tests.orchestrator.tracking.mlflow_checks import tree
 from trainables.datasets import load_data
 from trainables.errors import BabysitterError
 
@@ -101,7 +108,9 @@ def run_study(path: Path, spec, data, observers=(), runner=None):
 
 
 @pytest.mark.slow
-def test_a_study_runs_each_step_and_tells_its_observers_in_order(tmp_path, spec, data):
+def test_a_study_runs_each_step_and_tells_its_observers_in_order(
+    tmp_path, spec, data, cache_dir, empty_store
+):
     recorder = Recorder()
     folder, summary = run_study(tmp_path / "watched", spec, data, [recorder])
     hooks = [name for name, _ in recorder.calls]
@@ -128,10 +137,20 @@ def test_a_study_runs_each_step_and_tells_its_observers_in_order(tmp_path, spec,
 
     lines: list[str] = []
     broken = Broken()
-    _, unwatched = run_study(
-        tmp_path / "unwatched", spec, data, [broken, ConsoleObserver(lines.append)]
-    )
-    assert without_ids(unwatched) == without_ids(summary)  # who watches changes nothing
+    folder = StudyFolder(seed_store(tmp_path / "others", empty_store))
+    folder.create(spec, Step.FINAL)
+    tracker = connect(tracking_target(folder, spec, None, folder.study_id()), print)
+    mlflow = MlflowObserver(tracker, folder, spec, print, figures_follow=True)
+    report = ReportObserver(folder, cache_dir, print, then=mlflow.figures_saved)
+    watchers = [broken, mlflow, ConsoleObserver(lines.append), report]  # MLflow hears first
+    others = Study(folder, spec, data, LocalStageRunner(), watchers, skip_sanity=True).run()
+    assert without_ids(others) == without_ids(summary)  # who watches changes nothing
+    uri = embedded_uri(folder.path)
+    runs = tree(uri, "local")
+    for step in ("coarse", "fine", "final"):  # the report handed its figures over, in time
+        saved = {path.name for path in folder.figures(step)}
+        kept = {a.path for a in MlflowClient(uri).list_artifacts(runs[step][0].info.run_id)}
+        assert saved and saved <= kept, (step, saved - kept)
     assert broken.calls == 1 and "study    local" in lines[0] and "chosen   " in "\n".join(lines)
     said = [line for line in lines if "Broken" in line]
     assert said == [

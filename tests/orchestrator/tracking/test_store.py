@@ -27,12 +27,10 @@ from orchestrator import session
 from orchestrator.names import BudgetName, Step
 from orchestrator.search.local_stage import LocalStageRunner
 from orchestrator.study.folder import StudyFolder
-from orchestrator.study.spec import load_spec, parse_spec
-from orchestrator.tracking.record import tracking_target
+from orchestrator.study.spec import load_spec
 from orchestrator.tracking.sqlite_store import embedded_uri
 from orchestrator.tracking.store import (
     TrackingTarget,
-    connect,
     epoch_metrics,
     open_tracker,
 )
@@ -40,10 +38,8 @@ from tests.conftest import (
     BABYSIT,
     FACES,
     QUICK,
-    TINY_SPEC,
     assert_one_line_error,
     babysit_here,
-    seed_store,
 )
 from tests.orchestrator.tracking.mlflow_checks import assert_study_recorded, tree
 from trainables.trial_state import model_from
@@ -200,7 +196,9 @@ def test_a_real_mlflow_server_gets_the_whole_tree_even_when_it_dies_mid_study(
     uri = f"http://127.0.0.1:{port}"
     folder = StudyFolder(tmp_path / "study")
     spec = load_spec("faces").with_changes(
-        trial={"data": str(FACES)}, search_space={"lr": {"loguniform": [1e-4, 1e-1]}}
+        trial={"data": str(FACES)},
+        search_space={"lr": {"loguniform": [1e-4, 1e-1]}},
+        outputs={"report": False},  # the model still goes up to the server
     )
     out: list[str] = []
     restarted = contextlib.ExitStack()
@@ -224,42 +222,6 @@ def test_a_real_mlflow_server_gets_the_whole_tree_even_when_it_dies_mid_study(
         assert f"{uri} unreachable" in text and "recorded after the outage" in text, text
         assert_study_recorded(uri, "faces", folder.path)
         assert folder.read_state().tracking_uri == uri
-
-
-@pytest.mark.slow
-def test_babysit_ui_serves_the_study_store_on_localhost(tmp_path, study_dir):
-    folder = StudyFolder(study_dir)
-    spec = load_spec("faces")
-    folder.create(spec, Step.FINAL)
-    connect(tracking_target(folder, spec, None, folder.study_id()), print).stage_run("coarse")
-    port = free_port()
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    ui = subprocess.Popen(
-        [*BABYSIT, "ui", str(folder.path), "--port", str(port)],
-        stdout=subprocess.PIPE, text=True, env=env, start_new_session=True,
-    )  # fmt: skip
-    try:
-        line = ui.stdout.readline()
-        assert f"at http://127.0.0.1:{port}" in line
-        api = (
-            f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/get-by-name?experiment_name=faces"
-        )
-        wait_for(api)
-        with urllib.request.urlopen(api) as reply:
-            experiment = json.load(reply)["experiment"]
-        assert experiment["name"] == "faces"
-        assert f"/#/experiments/{experiment['experiment_id']}/runs" in line  # opens on the runs
-        tags = {t["key"]: t["value"] for t in experiment["tags"]}
-        assert tags["mlflow.experimentKind"] == "custom_model_development"  # not the GenAI pages
-        assert "one child run per trial" in tags["mlflow.note.content"]
-        busy = babysit_here("ui", folder.path, "--port", str(port), cache=tmp_path)
-        assert_one_line_error(busy, f"--port {port}", "pass another --port")
-    finally:
-        os.killpg(ui.pid, signal.SIGTERM)
-        ui.wait(timeout=30)
-    assert_one_line_error(
-        babysit_here("ui", tmp_path / "nothing", cache=tmp_path), "holds no study"
-    )
 
 
 @pytest.mark.slow
@@ -289,15 +251,17 @@ def test_a_damaged_store_is_named_and_rebuilt_from_the_study_folder(
 
 
 @pytest.mark.slow
-def test_a_moved_study_shows_its_own_artifacts_in_the_ui(tmp_path, cache_dir, empty_store):
-    """MLflow records absolute artifact paths: the copy must not lean on the original."""
-    original = StudyFolder(seed_store(tmp_path / "original", empty_store))
-    options = session.SessionOptions(cache_dir, echo=print, runner=LocalStageRunner())
-    spec = parse_spec(TINY_SPEC, "moved")
-    session.run_new(spec, original, Step.FINAL, BudgetName.FULL, options, skip_sanity=True)
+def test_a_moved_study_is_served_on_localhost_with_its_own_artifacts(
+    finished_study, tmp_path, cache_dir
+):
+    """MLflow records absolute artifact paths: the copy must not lean on the original. `babysit
+    ui` serves it on 127.0.0.1 and opens on its runs; a busy port is one line."""
+    original = tmp_path / "original"
+    shutil.copytree(finished_study[0], original)
+    assert babysit_here("sync", original, cache=cache_dir).returncode == 0  # its own paths
     moved = tmp_path / "elsewhere" / "moved"
-    shutil.copytree(original.path, moved)
-    shutil.rmtree(original.path)
+    shutil.copytree(original, moved)
+    shutil.rmtree(original)
     synced = babysit_here("sync", moved, cache=cache_dir)
     assert synced.returncode == 0, synced.stderr
     assert f"its store now points at {moved}" in synced.stdout and "up to date" in synced.stdout
@@ -306,13 +270,25 @@ def test_a_moved_study_shows_its_own_artifacts_in_the_ui(tmp_path, cache_dir, em
     port = free_port()
     ui = subprocess.Popen(
         [*BABYSIT, "ui", str(moved), "--port", str(port)],
-        stdout=subprocess.DEVNULL, start_new_session=True,
+        stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        start_new_session=True,
     )  # fmt: skip
     try:
+        line = ui.stdout.readline()
+        assert f"at http://127.0.0.1:{port}" in line
         api = f"http://127.0.0.1:{port}/api/2.0/mlflow"
-        wait_for(f"{api}/experiments/get-by-name?experiment_name=tiny")
+        wait_for(f"{api}/experiments/get-by-name?experiment_name=report")
+        with urllib.request.urlopen(f"{api}/experiments/get-by-name?experiment_name=report") as r:
+            experiment = json.load(r)["experiment"]
+        assert f"/#/experiments/{experiment['experiment_id']}/runs" in line  # opens on the runs
+        tags = {t["key"]: t["value"] for t in experiment["tags"]}
+        assert tags["mlflow.experimentKind"] == "custom_model_development"  # not the GenAI pages
+        assert "one child run per trial" in tags["mlflow.note.content"]
+        busy = babysit_here("ui", moved, "--port", str(port), cache=tmp_path)
+        assert_one_line_error(busy, f"--port {port}", "pass another --port")
+
         client = MlflowClient(f"http://127.0.0.1:{port}")
-        stages = tree(f"http://127.0.0.1:{port}", "tiny")
+        stages = tree(f"http://127.0.0.1:{port}", "report")
         final = stages["final"][0].info.run_id
         listed = {a.path for a in client.list_artifacts(final)}
         assert {"filters.png", "report.html", "checkpoint.pt"} <= listed
@@ -324,6 +300,9 @@ def test_a_moved_study_shows_its_own_artifacts_in_the_ui(tmp_path, cache_dir, em
     finally:
         os.killpg(ui.pid, signal.SIGTERM)
         ui.wait(timeout=30)
+    assert_one_line_error(
+        babysit_here("ui", tmp_path / "nothing", cache=tmp_path), "holds no study"
+    )
 
 
 @pytest.mark.slow
