@@ -31,11 +31,11 @@ from tests.orchestrator.tracking.mlflow_checks import assert_study_recorded
 SPEC = (
     f"""
 name: stops
-trial: {{dataset: faces, data: {FACES}, train_subset: 300, threads: 1}}
+trial: {{dataset: faces, data: {FACES}, train_subset: 600, threads: 1}}
 search_space:
   lr: auto
   l2: {{loguniform: [1.0e-5, 1.0e-3]}}
-coarse: {{trials: 8, epochs: 4, scheduler: {{grace_period: 1, reduction_factor: 2}}}}
+coarse: {{trials: 12, epochs: 4, scheduler: {{grace_period: 1, reduction_factor: 2}}}}
 fine: {{trials: 2, epochs: 2}}
 final: {{epochs: 1}}
 narrowing: {{top_k: 3}}
@@ -122,7 +122,8 @@ def test_a_study_stopped_four_ways_resumes_to_every_decision_and_trial_once(
             driver = Driver(["resume", study_dir], cache_dir, tmp)
             rows = count(epochs)
             driver.wait_for(lambda rows=rows: count(epochs) >= rows + 2)
-            if stop == "kill":  # a scheduler ending the job
+            if stop == "kill":  # a scheduler ending the job, once Tune has finished a trial
+                driver.wait_for(lambda: committed_finished(study_dir / "ray" / "coarse"))
                 os.killpg(driver.process.pid, signal.SIGKILL)
                 assert driver.end().returncode == -signal.SIGKILL
                 experiment = study_dir / "ray" / "coarse"
@@ -162,7 +163,7 @@ def test_a_study_stopped_four_ways_resumes_to_every_decision_and_trial_once(
         tables = folder.read_stage(stage)
         assert tables.trials["trial_id"].is_unique and disagreement(tables) is None
     coarse = folder.read_stage("coarse").trials
-    assert len(coarse) == 8
+    assert len(coarse) == 12
     stopped = {d.trial_id for d in decisions if d.stopped}
     assert set(coarse.loc[coarse["status"] == "stopped_by_asha", "trial_id"]) == stopped
     assert coarse["lr"].between(*sanity["lr_range"]).all()
@@ -184,7 +185,7 @@ def test_a_study_stopped_four_ways_resumes_to_every_decision_and_trial_once(
 def assert_sanity_passed(out: str, study: Path) -> dict:
     """The checks ran before the coarse stage, all passed, each said what it expected and
     what a failure would mean, and `lr: auto` took the probe's range; the record."""
-    assert out.index("sanity   passed") < out.index("coarse   0/8 done")
+    assert out.index("sanity   passed") < out.index("coarse   0/12 done")
     loss = float(re.search(r"PASS  initial_loss +loss ([0-9.]+),", out).group(1))
     assert abs(loss - math.log(2)) < 0.1
     for check in ("regularization", "overfit", "lr_probe", "update_ratio", "beats_chance"):
