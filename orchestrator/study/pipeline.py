@@ -107,17 +107,18 @@ class Study:
         stage, space = Step.COARSE, self._capped(spec.space(), spec)
         trials = self._stage(spec, stage, space)
         summary = _with(summary, coarse=_best_row(trials, space))
-        later: dict[str, BestTrial | None] = {}
+        later: dict[str, BestTrial] = {}
         while target != Step.COARSE and round_number(stage) < spec.round_cap:
             record = self._narrowing(spec, stage, trials, space)
             if record.stop:
                 break
             stage, space = record.into, record.space()
             trials = self._stage(spec, stage, space)
+            best = _best_row(trials, space)
             if stage == Step.FINE:
-                summary = _with(summary, fine=_best_row(trials, space))
-            else:
-                later[stage] = _best_row(trials, space)
+                summary = _with(summary, fine=best)
+            elif best is not None:  # a round with no usable trial has no best to name
+                later[stage] = best
                 summary = _with(summary, rounds=dict(later))
         return stage, trials, space, summary
 

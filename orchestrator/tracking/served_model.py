@@ -1,5 +1,5 @@
 """The final model as MLflow serves it: an MLflow model from code that rebuilds the seed CNN
-from its settings and weights (read with ``weights_only``, no pickle) on the device of the
+from its arguments and weights (read with ``weights_only``, no pickle) on the device of the
 machine that loads it. A ``torch.export`` archive keeps the device it was traced on, so one
 logged on a CPU would not load on a GPU node, nor one traced on a GPU on a CPU server."""
 
@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from mlflow.pyfunc import PythonModel
 
-from trainables.model import SeedCNN
+from trainables.trial_state import model_from
 
 # model_export.WEIGHTS (this file runs where only trainables/ comes along): {"model_args", "state"}
 WEIGHTS = "weights"
@@ -25,8 +25,7 @@ class ServedModel(PythonModel):
         chosen = (context.model_config or {}).get("device")
         self.device = torch.device(chosen or ("cuda" if torch.cuda.is_available() else "cpu"))
         saved = torch.load(context.artifacts[WEIGHTS], map_location=self.device, weights_only=True)
-        args = dict(saved["model_args"])
-        model = SeedCNN(**{**args, "image_size": tuple(args["image_size"])})
+        model = model_from(saved["model_args"])
         model.load_state_dict(saved["state"])
         self.model = model.to(self.device).eval()
 
