@@ -179,7 +179,8 @@ class ConsoleObserver(StudyObserver):
         spec, plan = started.spec, started.plan
         coarse, fine = plan.stage("coarse"), plan.stage("fine")
         self.echo(
-            f"study    {spec.name} (budget {spec.budget}) in {started.path}: coarse "
+            f"study    {spec.name} (budget {'custom' if plan.custom else spec.budget}) in "
+            f"{started.path}: coarse "
             f"{coarse.trials}x{coarse.epochs} ep, fine {fine.trials}x{fine.epochs} ep, final "
             f"{plan.final_epochs} ep, rounds {spec.rounds}"
             + (f" (at most {spec.max_rounds})" if spec.rounds == "auto" else "")
@@ -188,12 +189,9 @@ class ConsoleObserver(StudyObserver):
             f"study    trials score by {plan.scoring(len(started.data.val))}; "
             f"{plan.steps_per_epoch} optimizer steps per epoch, >= {spec.min_rung_steps} per "
             "ASHA rung"
-            + "".join(
-                f"; {name} {p.describe(plan.steps_per_epoch)}"
-                for name, p in plan.stages.items()
-                if p.stretch > 1
-            )
         )
+        for departure in plan.departures:
+            self.echo(f"study    custom: {departure}")
 
     def sanity_started(self, settings: SanitySettings) -> None:
         self.echo(

@@ -44,9 +44,7 @@ class StudyRequest:
             "gpus_per_trial": gpus_per_trial,
             "max_concurrent": max_concurrent,
         }
-        spec = load_spec(study).with_resources(**resources)
-        if trial:
-            spec = spec.with_changes(trial=trial)
+        spec = load_spec(study, **trial).with_resources(**resources)
         flags = {**trial, **{k: v for k, v in resources.items() if v is not None}}
         return cls(study, spec, BudgetName(budget), study_dir, flags, skip_sanity)
 

@@ -41,7 +41,8 @@ def run(**options) -> None:
     """Run the whole study: sanity checks, coarse search, narrowing, fine search, final
     training, test.
 
-    STUDY is a preset (faces, cifar10) or a YAML study spec. Re-running it on the same study
+    STUDY is a preset (faces, cifar10; imagefolder with --data DIR: your own class folders)
+    or a YAML study spec (`babysit init DIR` writes one). Re-running it on the same study
     folder continues where it stopped.
     """
     _start_study(target=Step.FINAL, **options)
@@ -294,3 +295,32 @@ def summary(study_dir: Path) -> None:
     from orchestrator.report.digest import digest
 
     click.echo(digest(study_dir))
+
+
+@cli.command()
+@click.argument("data", type=click.Path(path_type=Path), metavar="DIR")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    help="Where to write the spec.  [default: NAME.yaml, NAME after DIR]",
+)
+@CACHE_OPTION
+def init(data: Path, out: Path | None, cache_dir: Path) -> None:
+    """Write a study spec for DIR, a folder (or .tar/.tar.gz) of class folders of images: what
+    was found there and every key with the recipe's default, commented, to edit before
+    `babysit run SPEC`. (`babysit run imagefolder --data DIR` runs the defaults as they are.)"""
+    from orchestrator.study.spec import default_name
+    from orchestrator.study.starter import found, starter_spec
+    from trainables.image_folder import read_image_set
+
+    data = data.resolve()
+    out = out or Path(f"{default_name({'data': str(data)})}.yaml")
+    if out.exists():
+        raise BabysitterError(f"--out '{out}' already exists; pass another --out or remove it")
+    images = read_image_set(data, cache_dir)
+    text = starter_spec(data, images)
+    out.write_text(text)
+    for line in found(images):
+        click.echo(f"found    {line}")
+    click.echo(f"wrote    {out}: the recipe's defaults for {data.name}; edit it, then")
+    click.echo(f"         babysit run {out}")

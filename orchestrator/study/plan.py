@@ -32,9 +32,10 @@ class StagePlan:
         rung = self.stage.scheduler.grace_period * steps_per_epoch
         if self.stretch == 1:
             return f"first rung {rung} optimizer steps"
+        asked = self.stage.epochs // self.stretch
         return (
-            f"x{self.stretch} epochs so the first rung holds {rung} optimizer steps "
-            f"({steps_per_epoch} per epoch)"
+            f"runs {self.stage.epochs} epochs, not the {asked} asked (x{self.stretch}), so that "
+            f"its first ASHA rung holds {rung} optimizer steps ({steps_per_epoch} per epoch)"
         )
 
 
@@ -45,6 +46,11 @@ class Plan:
     steps_per_epoch: int
     stages: dict[str, StagePlan]
     final_epochs: int
+    departures: tuple[str, ...] = ()  # where the study runs other than its spec asks, in words
+
+    @property
+    def custom(self) -> bool:
+        return bool(self.departures)
 
     def stage(self, name: str) -> Stage:
         """A search stage as planned: round 1 is coarse, every later round is a fine one."""
@@ -71,7 +77,16 @@ def plan_study(spec: StudySpec, train_images: int, val_images: int) -> Plan:
         name: _stretch(spec.stage(name), steps, spec.min_rung_steps) for name in SEARCH_STAGES
     }
     final_stretch = stages[Step.FINE].stretch
-    return Plan(folds, per_trial, steps, stages, spec.final_epochs * final_stretch)
+    departures = [f"{name} {p.describe(steps)}" for name, p in stages.items() if p.stretch > 1]
+    top_k, trials = spec.narrowing.top_k, spec.coarse.trials
+    if top_k >= trials:
+        departures.append(
+            f"narrowing.top_k {top_k} is not below the {trials} coarse trials, so every coarse "
+            f"trial shapes the fine ranges and they narrow little; set top_k below {trials}"
+        )
+    return Plan(
+        folds, per_trial, steps, stages, spec.final_epochs * final_stretch, tuple(departures)
+    )
 
 
 def cv_folds(spec: StudySpec, val_images: int) -> int:

@@ -16,8 +16,8 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from orchestrator.names import SEARCH_STAGES, BudgetName, round_number
 from orchestrator.search.space import Param, parse_space
-from orchestrator.search.stage_spec import Resources, Stage, Strict
-from trainables.config import TrialConfig, field_names
+from orchestrator.search.stage_spec import Resources, Scheduler, Stage, Strict
+from trainables.config import TrialConfig, default, field_names
 from trainables.errors import ConfigError
 from trainables.sanity_report import SanitySettings
 
@@ -82,12 +82,18 @@ class Outputs(Strict):
     mlflow_model: bool = True  # the final model logged to MLflow, ready to serve
 
 
+# The recipe's defaults (the seed report's): a spec needs only what differs from them.
+DEFAULT_SPACE = {"lr": AUTO, "l2": {"loguniform": [1.0e-5, 10.0]}}
+DEFAULT_COARSE = Stage(trials=100, epochs=5, scheduler=Scheduler(grace_period=1))
+DEFAULT_FINE = Stage(trials=30, epochs=15, scheduler=Scheduler(grace_period=3))
+
+
 class StudySpec(Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    trial: dict[str, Any]
-    search_space: dict[str, Any]
-    coarse: Stage
-    fine: Stage
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # default: default_name()
+    trial: dict[str, Any] = Field(default_factory=dict)
+    search_space: dict[str, Any] = Field(default_factory=lambda: dict(DEFAULT_SPACE))
+    coarse: Stage = DEFAULT_COARSE
+    fine: Stage = DEFAULT_FINE
     narrowing: Narrowing = Narrowing()
     final: Final = Final()
     resources: Resources = Resources()
@@ -103,6 +109,13 @@ class StudySpec(Strict):
     sanity: Sanity = Sanity()
     outputs: Outputs = Outputs()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _named(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "name" not in data:
+            return {**data, "name": default_name(data.get("trial"))}
+        return data
+
     @field_validator("trial")
     @classmethod
     def _trial_is_a_config(cls, trial: dict[str, Any]) -> dict[str, Any]:
@@ -111,7 +124,12 @@ class StudySpec(Strict):
             raise ValueError(f"unknown setting {unknown[0]!r}; known: {', '.join(field_names())}")
         if "cv_folds" in trial:
             raise ValueError("cv_folds is set by the study; write cv: K at the spec's top level")
-        TrialConfig(**trial)
+        config = TrialConfig(**trial)
+        if config.dataset == "imagefolder" and not config.data:
+            raise ValueError(
+                "dataset imagefolder needs its folder of class folders: pass --data DIR "
+                "or write trial.data"
+            )
         return trial
 
     @field_validator("search_space")
@@ -267,6 +285,16 @@ class StudySpec(Strict):
         return hashlib.sha256(yaml.safe_dump(self.defining()).encode()).hexdigest()[:12]
 
 
+def default_name(trial: Any) -> str:
+    """A study's name when its spec gives none: its data folder's (``digits`` for
+    ``/data/digits.tar.gz``), else its data set's."""
+    trial = trial if isinstance(trial, dict) else {}
+    data = trial.get("data")
+    stem = Path(str(data).rstrip("/")).name.split(".")[0] if data else ""
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", stem).lstrip("._-")
+    return stem or str(trial.get("dataset", default("dataset")))
+
+
 def _given(space: dict[str, Any]) -> dict[str, Any]:
     return {name: value for name, value in space.items() if value != AUTO}
 
@@ -280,18 +308,19 @@ def presets() -> list[str]:
     )
 
 
-def load_spec(study: str) -> StudySpec:
-    """A preset name (``faces``, ``cifar10``) or the path of a YAML spec."""
+def load_spec(study: str, **trial: Any) -> StudySpec:
+    """A preset name (``faces``, ``cifar10``, ``imagefolder``) or the path of a YAML spec,
+    with ``trial`` settings (the command line's ``--data``) merged in before it is checked."""
     if study in presets():
         text = (PRESETS / f"{study}.yaml").read_text()
-        return parse_spec(text, f"preset {study!r}")
+        return parse_spec(text, f"preset {study!r}", **trial)
     path = Path(study)
     if not path.is_file():
         raise ConfigError(
             f"STUDY {study!r} is neither a preset ({', '.join(presets())}) nor a spec file; "
             "pass a preset name or the path of a YAML study spec"
         )
-    return parse_spec(path.read_text(), str(path))
+    return parse_spec(path.read_text(), str(path), **trial)
 
 
 class _SpecLoader(yaml.SafeLoader):
@@ -305,7 +334,7 @@ _SpecLoader.add_implicit_resolver(
 )
 
 
-def parse_spec(text: str, origin: str) -> StudySpec:
+def parse_spec(text: str, origin: str, **trial: Any) -> StudySpec:
     try:
         data = yaml.load(text, Loader=_SpecLoader)  # a SafeLoader subclass: no arbitrary objects
     except yaml.YAMLError as exc:
@@ -316,6 +345,9 @@ def parse_spec(text: str, origin: str) -> StudySpec:
         ) from None
     if not isinstance(data, dict):
         raise ConfigError(f"{origin}: a study spec is a YAML mapping (name:, trial:, ...)")
+    if trial:
+        given = data.get("trial")
+        data = {**data, "trial": {**(given if isinstance(given, dict) else {}), **trial}}
     return validate(data, origin)
 
 
@@ -333,14 +365,15 @@ def parse_saved_spec(text: str, origin: str) -> StudySpec:
 
 
 def validate(data: dict[str, Any], origin: str) -> StudySpec:
+    """The typed spec, or one line naming every mistake in it at once."""
     try:
         return StudySpec.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(f"{origin}: {_first_error(exc)}") from None
+        found = list(dict.fromkeys(_said(error) for error in exc.errors()))
+        raise ConfigError(f"{origin}: {'; '.join(found)}") from None
 
 
-def _first_error(exc: ValidationError) -> str:
-    error = exc.errors()[0]
+def _said(error: Any) -> str:
     where = ".".join(str(part) for part in error["loc"])
     if error["type"] == "extra_forbidden":
         return f"unknown key {where!r}; remove it or fix the spelling"

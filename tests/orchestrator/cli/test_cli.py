@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 import pytest
 
+from orchestrator.study.spec import load_spec
 from tests.conftest import BABYSIT, FACES, assert_one_line_error, babysit_here, write_image_tree
 
 FAST = ["--train-subset", "800", "--threads", "2"]
@@ -123,6 +124,8 @@ def bad_trees(tmp_path: Path) -> Path:
         (["train", "faces", "--epochs", "x"], ["'x' is not a valid integer"]),
         (["train", "faces", "--frobnicate"], ["No such option", "--frobnicate", "--help"]),
         (["fly"], ["No such command 'fly'"]),
+        (["init", "{t}/empty"], ["holds no images", "folder of class folders"]),
+        (["init", "{t}/one_class"], ["found 1 class folder (cat)"]),
     ],
 )
 def test_bad_input_gets_one_line_and_a_nonzero_exit(bad_trees, cache_dir, args, fragments):
@@ -130,6 +133,27 @@ def test_bad_input_gets_one_line_and_a_nonzero_exit(bad_trees, cache_dir, args, 
     assert_one_line_error(
         babysit_here(*args, "--out", bad_trees / "out", cache=cache_dir), *fragments
     )
+
+
+def test_init_writes_a_spec_of_the_recipe_for_a_folder_and_never_overwrites_one(
+    tmp_path, cache_dir
+):
+    pets = write_image_tree(tmp_path / "pets", {"cat": 4, "dog": 5}, size=(8, 6))
+    out = tmp_path / "pets.yaml"
+    proc = babysit_here("init", pets, "--out", out, cache=cache_dir)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[:2] == [
+        "found    2 classes (cat, dog)",
+        "found    9 images, 8x6 colour; 4 to 5 images per class",
+    ]
+    assert f"babysit run {out}" in proc.stdout
+    spec = load_spec(str(out))
+    assert spec == load_spec("imagefolder", data=str(pets)).model_copy(update={"trial": spec.trial})
+    again = babysit_here("init", pets, "--out", out, cache=cache_dir)
+    assert_one_line_error(again, f"--out '{out}' already exists", "pass another --out")
+    bare = babysit_here("run", "imagefolder", "--study-dir", tmp_path / "s", cache=cache_dir)
+    assert_one_line_error(bare, "preset 'imagefolder': trial: dataset imagefolder needs", "--data")
+    assert not (tmp_path / "s").exists()
 
 
 def test_help_is_useful():

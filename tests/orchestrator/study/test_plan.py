@@ -21,7 +21,10 @@ def test_on_small_data_every_rung_gets_the_minimum_optimizer_steps():
     assert (fine.epochs, fine.scheduler.grace_period) == (56, 21)
     assert plan.final_epochs == 10 * plan.stages["fine"].stretch == 70
     assert coarse.scheduler.reduction_factor == spec.coarse.scheduler.reduction_factor
-    assert "2 per epoch" in plan.stages["coarse"].describe(plan.steps_per_epoch)
+    assert plan.custom and plan.departures[0] == (
+        "coarse runs 60 epochs, not the 3 asked (x20), so that its first ASHA rung holds 40 "
+        "optimizer steps (2 per epoch)"
+    )
 
 
 def test_on_large_data_the_spec_runs_as_written():
@@ -29,6 +32,15 @@ def test_on_large_data_the_spec_runs_as_written():
     assert plan.folds == 0 and plan.steps_per_epoch == 79
     assert plan.stage("coarse") == faces().coarse and plan.final_epochs == 10
     assert plan.scoring(558) == "the validation split (558 images)"
+    assert not plan.custom  # the demo budget as it is: its label stays
+
+
+def test_a_top_k_that_is_not_below_the_coarse_trials_is_said():
+    plan = plan_study(faces(coarse={"trials": 8}, narrowing={"top_k": 10}), 5024, 558)
+    assert plan.custom and plan.departures == (
+        "narrowing.top_k 10 is not below the 8 coarse trials, so every coarse trial shapes the "
+        "fine ranges and they narrow little; set top_k below 8",
+    )
 
 
 def test_cross_validation_follows_the_spec():

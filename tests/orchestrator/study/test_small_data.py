@@ -54,8 +54,10 @@ def test_small_data_cross_validates_with_stretched_rungs_and_tests_only_at_the_e
 
     pool = len(data.train) + len(data.val)  # 96: 64 per fold's training part, 2 steps of 32
     assert any("trials score by 3-fold cross-validation" in line for line in lines)
-    assert any(
-        "coarse x5 epochs so the first rung holds 10 optimizer steps" in line for line in lines
+    assert "(budget custom)" in lines[0]  # it does not run as its spec asks, and says so:
+    assert (
+        "study    custom: coarse runs 10 epochs, not the 2 asked (x5), so that its first "
+        "ASHA rung holds 10 optimizer steps (2 per epoch)" in lines
     )
     coarse = pd.read_parquet(folder.results / "coarse.parquet").set_index("lr")
     assert set(coarse["cv_folds"]) == {3} and set(coarse["epochs"]) == {10}

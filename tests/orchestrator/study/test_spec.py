@@ -17,11 +17,11 @@ fine: {trials: 2, epochs: 4}
 def test_presets_reproduce_the_seed_recipe():
     """The report's stages and ranges; faces takes its lr range from the lr probe (the
     report's [1e-6, 1e-3] lies below the rates that learn faces)."""
-    assert presets() == ["cifar10", "faces"]
+    assert presets() == ["cifar10", "faces", "imagefolder"]
     assert load_spec("faces").lr_auto
     assert load_spec("cifar10").search_space["lr"] == {"loguniform": [1e-6, 1e-3]}
     for name in presets():
-        spec = load_spec(name)
+        spec = load_spec(name, data="/data/digits")
         assert spec.base_config().dataset == name
         l2 = spec.search_space["l2"]
         assert l2 == {"loguniform": [1e-5, 10.0]}
@@ -41,6 +41,33 @@ def test_a_budget_caps_trials_epochs_and_images_and_is_recorded():
     demo = spec.with_budget("demo", train_images=5023)
     assert "train_subset" not in demo.trial  # the cap (10,000) is above the split's size
     assert spec.with_budget("full") == spec.model_copy(update={"budget": "full"})
+
+
+def test_a_spec_needs_only_what_differs_from_the_recipe():
+    """Own data in one line: the rest is the recipe (the presets' stages and ranges, lr from
+    the lr probe), and the study is named after its data folder."""
+    spec = parse_spec("trial: {dataset: imagefolder, data: /data/my digits.tar.gz}", "d.yaml")
+    recipe = load_spec("faces")
+    assert spec.name == "my-digits" and spec.lr_auto
+    assert (spec.search_space, spec.coarse, spec.fine) == (
+        recipe.search_space,
+        recipe.coarse,
+        recipe.fine,
+    )
+    assert (spec.narrowing, spec.final_epochs) == (recipe.narrowing, recipe.final_epochs)
+    assert load_spec("imagefolder", data="/d/faces-200/").name == "faces-200"
+    assert parse_spec("coarse: {trials: 8, epochs: 3}", "s").name == "faces"  # the data set's
+
+
+def test_every_mistake_of_a_spec_is_said_at_once():
+    text = "trial: {dataset: imagefolder}\ncoarse: {trials: 0, epochs: 3}\nfin: {}\n"
+    with pytest.raises(ConfigError) as info:
+        parse_spec(text, "mine.yaml")
+    assert str(info.value) == (
+        "mine.yaml: trial: dataset imagefolder needs its folder of class folders: pass --data "
+        "DIR or write trial.data; coarse.trials=0: Input should be greater than or equal to 1; "
+        "unknown key 'fin'; remove it or fix the spelling"
+    )
 
 
 def test_a_valid_spec_parses_into_one_typed_object():
@@ -64,7 +91,7 @@ def test_a_valid_spec_parses_into_one_typed_object():
         (("momentum: 0.9", "momentum: 1.5"), "invalid momentum=1.5"),
         (("momentum: 0.9", "mementum: 0.9"), "unknown setting 'mementum'"),
         (("grace_period: 1", "grace_period: 5"), "grace_period=5 is more than coarse.epochs=3"),
-        (("name: tiny\n", ""), "missing key 'name'"),
+        (("epochs: 3,", "epochs: 0,"), "coarse.epochs=0: Input should be greater than"),
         (("search_space:", "search_space: ]"), "not valid YAML"),
         (("fine:", "sanity: {probe_steps: 2}\nfine:"), "sanity.probe_steps=2"),
         (("fine:", "outputs: {report: maybe}\nfine:"), "outputs.report='maybe'"),
@@ -90,7 +117,7 @@ def test_outputs_and_default_sanity_settings_leave_the_study_the_same_study():
 
 
 def test_an_unknown_study_names_the_presets(tmp_path):
-    with pytest.raises(ConfigError, match="neither a preset \\(cifar10, faces\\) nor a spec file"):
+    with pytest.raises(ConfigError, match="a preset \\(cifar10, faces, imagefolder\\) nor a spec"):
         load_spec(str(tmp_path / "nope.yaml"))
 
 
