@@ -282,7 +282,7 @@ class ConsoleObserver(StudyObserver):
         )
 
     def final_result(self, record: FinalRecord, searched: list[str]) -> None:
-        chosen: dict[str, Any] = record.config
+        chosen: dict[str, Any] = record.settings
         self.echo("chosen   " + ", ".join(f"{k}={cell(chosen[k])}" for k in searched))
         if record.test is None:
             self.echo(f"final  diverged: {record.reason}")

@@ -23,6 +23,7 @@ from orchestrator.study.room import disk_full, out_of_room
 from orchestrator.study.spec import StudySpec
 from trainables.datasets import DataSplits, load_data
 from trainables.errors import BabysitterError
+from trainables.trial_state import check_model
 
 Echo = Callable[[str], None]
 
@@ -126,6 +127,8 @@ def load_study_data(
         if spec.trial.get("train_subset") is not None:
             data = load_data(spec.base_config(), cache_dir)
     echo(f"data     {data.summary()}")
+    for config in spec.model_configs():  # a broken network is one line before anything runs
+        check_model(config, data)
     return spec, data
 
 

@@ -5,12 +5,15 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any
 
 from trainables.errors import ConfigError
 
 DATASETS = ("cifar10", "faces", "imagefolder")
-OPTIMIZERS = ("sgd", "adam")
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SEED_CNN = "seed-cnn"
+SEED_KNOBS = ("batch_norm", "he_init", "dropout", "width")  # the seed CNN's own arguments
 LR_SCHEDULES = ("constant", "step", "cosine")
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -32,6 +35,9 @@ class TrialConfig:
     train_subset: int | None = None
     cv_folds: int = 0
 
+    # seed-cnn, torchvision.<name>, package.module:factory or path/to/file.py:factory
+    model: str = SEED_CNN
+    arch: dict[str, Any] = dataclasses.field(default_factory=dict)  # the factory's arguments
     batch_norm: bool = False
     he_init: bool = False
     dropout: float = 0.0
@@ -42,6 +48,7 @@ class TrialConfig:
     momentum: float = 0.9
     nesterov: bool = False
     l2: float = 1e-4
+    weight_decay: float = 0.0  # adamw's decoupled decay
     batch_size: int = 64
     epochs: int = 10
     lr_schedule: str = "constant"
@@ -55,18 +62,48 @@ class TrialConfig:
     divergence_factor: float = 3.0
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "model", model_reference(self.model))
         for rule in _RULES:
             rule(self)
 
     def replace(self, **changes: Any) -> TrialConfig:
-        """A validated copy with some fields changed (how a search makes a trial's config)."""
+        """A validated copy with some fields changed (how a search makes a trial's config);
+        ``arch.NAME`` changes one argument of the model."""
+        arch = {k.removeprefix(ARCH): v for k, v in changes.items() if k.startswith(ARCH)}
+        changes = {k: v for k, v in changes.items() if not k.startswith(ARCH)}
         unknown = sorted(set(changes) - {f.name for f in fields(self)})
         if unknown:
             raise ConfigError(f"unknown setting {unknown[0]!r}; known: {', '.join(field_names())}")
+        if arch:
+            changes["arch"] = {**changes.get("arch", self.arch), **arch}
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def flat(self) -> dict[str, Any]:
+        """One column per setting, the model's arguments as ``arch.NAME``: a table's row."""
+        return flat(self.to_dict())
+
+
+ARCH = "arch."  # a model argument's name in a search space, a table, MLflow's params
+
+
+def flat(config: dict[str, Any]) -> dict[str, Any]:
+    """A saved config (config.json) as tables and searches name its settings."""
+    arch = config.get("arch") or {}
+    return {
+        **{k: v for k, v in config.items() if k != "arch"},
+        **{ARCH + k: v for k, v in arch.items()},
+    }
+
+
+def model_reference(model: Any) -> Any:
+    """A user's model file as an absolute path: trials run in folders of their own."""
+    if isinstance(model, str) and ".py:" in model:
+        path, _, factory = model.rpartition(":")
+        return f"{Path(path).expanduser().absolute()}:{factory}"
+    return model
 
 
 def field_names() -> list[str]:
@@ -75,7 +112,8 @@ def field_names() -> list[str]:
 
 def default(name: str) -> Any:
     """The dataclass default of one field, so that the CLI never restates it."""
-    return TrialConfig.__dataclass_fields__[name].default
+    field = TrialConfig.__dataclass_fields__[name]
+    return field.default_factory() if field.default is dataclasses.MISSING else field.default
 
 
 def _check(ok: bool, name: str, value: Any, rule: str) -> None:
@@ -135,6 +173,37 @@ def _divergence(c: TrialConfig) -> None:
     _check(isinstance(v, int | float) and v > 1, "divergence_factor", v, "must be > 1")
 
 
+def _model(c: TrialConfig) -> None:
+    _check(isinstance(c.model, str) and c.model != "", "model", c.model, "must name a network")
+    _check(isinstance(c.arch, dict), "arch", c.arch, "must be a mapping of the model's arguments")
+    if c.model == SEED_CNN and c.arch:
+        raise ConfigError(
+            f"invalid arch={c.arch!r} for model seed-cnn: its arguments are the trial settings "
+            f"{', '.join(SEED_KNOBS)}"
+        )
+    changed = [k for k in SEED_KNOBS if getattr(c, k) != default(k)]
+    if c.model != SEED_CNN and changed:
+        raise ConfigError(
+            f"invalid {changed[0]}={getattr(c, changed[0])!r} with model {c.model!r}: it is an "
+            f"argument of seed-cnn; give {c.model}'s own arguments under arch"
+        )
+
+
+def _weight_decay(c: TrialConfig) -> None:
+    v = c.weight_decay
+    _check(
+        isinstance(v, int | float) and math.isfinite(v) and v >= 0,
+        "weight_decay",
+        v,
+        "must be >= 0",
+    )
+    if v and c.optimizer != "adamw":
+        raise ConfigError(
+            f"invalid weight_decay={v} with optimizer={c.optimizer!r}: weight_decay is adamw's "
+            "decoupled decay; use optimizer adamw, or l2 for a penalty in the loss"
+        )
+
+
 def _nesterov(c: TrialConfig) -> None:
     if c.nesterov and (c.optimizer != "sgd" or c.momentum <= 0):
         raise ConfigError(
@@ -166,4 +235,6 @@ _RULES = (
     _int_at_least("threads", 1, optional=True),
     _divergence,
     _nesterov,
+    _model,
+    _weight_decay,
 )

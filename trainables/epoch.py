@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from trainables.augment import augment_batch
 from trainables.config import TrialConfig
@@ -20,7 +21,7 @@ from trainables.datasets import DataSplits
 from trainables.device import Runtime
 from trainables.evaluation import DeviceSplit, assess, device_split
 from trainables.metric_names import TRIAL_STATUS, UPDATE_RATIO
-from trainables.model import SeedCNN
+from trainables.networks import layer_weights
 from trainables.status import TrialStatus
 from trainables.trial_state import TrialState
 
@@ -48,7 +49,7 @@ class EpochReport:
 @dataclass
 class TrainResult:
     status: str
-    model: SeedCNN
+    model: nn.Module
     history: list[dict[str, float]] = field(default_factory=list)
     initial_loss: float = math.nan
     reason: str = ""
@@ -68,9 +69,9 @@ def lr_at(config: TrialConfig, epoch: int) -> float:
     return config.lr
 
 
-def l2_penalty(model: SeedCNN) -> torch.Tensor:
+def l2_penalty(model: nn.Module) -> torch.Tensor:
     """Keras-style ``sum(w**2)`` over conv and FC weights, not biases or batch-norm scales."""
-    return _sum_of_squares(list(model.layer_weights().values()))
+    return _sum_of_squares(list(layer_weights(model).values()))
 
 
 def _sum_of_squares(weights: list[torch.Tensor]) -> torch.Tensor:
@@ -206,7 +207,7 @@ def run_epoch(
     config, model, optimizer = state.config, state.model, state.optimizer
     for group in optimizer.param_groups:
         group["lr"] = lr
-    named = model.layer_weights()
+    named = layer_weights(model)
     weights = list(named.values())
     guard = LossGuard(state, runtime.device)
     n, size = len(split.y), config.batch_size

@@ -20,6 +20,7 @@ from trainables.datasets import DataSplits
 from trainables.device import Runtime, select_runtime
 from trainables.epoch import LOSS_EMA, l2_penalty
 from trainables.evaluation import device_split, evaluate
+from trainables.networks import layer_weights
 from trainables.sanity_report import (
     EXPLODES,
     FAIL,
@@ -125,7 +126,7 @@ class _Bench:
         s = self.settings
         target = 0.05 * math.log(self.data.num_classes)
         tries = []
-        for lr in s.overfit_lrs:
+        for lr in self.overfit_lrs():
             tries.append(self._overfit_at(lr, target))
             if tries[-1][0] == 1.0 and tries[-1][1] <= target:
                 break
@@ -135,7 +136,8 @@ class _Bench:
             name="overfit",
             status=PASS if ok else FAIL,
             measured=f"train accuracy {accuracy:.0%}, loss {start:.3g} -> {loss:.3g} after "
-            f"{steps} steps (SGD lr {lr:g}, no regularization, {s.overfit_examples} examples)",
+            f"{steps} steps ({self.overfit_optimizer()} lr {lr:g}, no regularization, "
+            f"{s.overfit_examples} examples)",
             expected=f"100% and loss <= {target:.3g} within {s.overfit_steps} steps",
             meaning="A model that cannot memorize 20 examples does not learn at all: frozen or "
             "detached parameters, an optimizer given the wrong parameters, or a broken loss.",
@@ -143,13 +145,24 @@ class _Bench:
             values={"accuracy": accuracy, "loss": loss, "steps": steps, "lr": lr},
         )
 
+    def overfit_optimizer(self) -> str:
+        """Plain SGD for an SGD trial; an Adam trial's own optimizer (without decay)."""
+        return "SGD" if self.config.optimizer == "sgd" else self.config.optimizer
+
+    def overfit_lrs(self) -> tuple[float, ...]:
+        scale = 1.0 if self.config.optimizer == "sgd" else 0.1  # Adam's steps are larger
+        return tuple(lr * scale for lr in self.settings.overfit_lrs)
+
     def _overfit_at(self, lr: float, target: float) -> tuple[float, float, int, float, float]:
-        """Plain SGD, full batch, until 100% and ``target`` loss: (accuracy, loss, steps,
-        first loss, lr)."""
+        """Full batch, until 100% and ``target`` loss: (accuracy, loss, steps, first loss,
+        lr)."""
         index = self.order[: self.settings.overfit_examples]
         x, y = self.train.x[index], self.train.y[index]
         model = self.model(dropout=0.0)
-        optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+        if self.config.optimizer == "sgd":
+            optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+        else:
+            optimizer = make_optimizer(self.config.replace(lr=lr, weight_decay=0.0), model)
         start, steps = math.nan, 0
         while steps < self.settings.overfit_steps:
             loss, accuracy = _step(model, optimizer, x, y)
@@ -163,7 +176,7 @@ class _Bench:
         s = self.settings
         model = self.model()
         optimizer = make_optimizer(self.config.replace(lr=lr), model)
-        weights = model.layer_weights() if hasattr(model, "layer_weights") else {}
+        weights = layer_weights(model)
         before, _ = self.loss_on(model, self.sample)
         n, size = len(self.order), self.config.batch_size
         losses: list[float] = []
@@ -242,7 +255,7 @@ def penalty_limit(config: TrialConfig, data: DataSplits, factor: float) -> float
     """The l2 whose penalty at initialisation is ``factor`` x ln C: above it the penalty, not
     the data, drives training from the first step (seeded: a resumed study caps as before)."""
     model = build_model(config, data, torch.Generator().manual_seed(config.seed))
-    weights = model.layer_weights() if hasattr(model, "layer_weights") else {}
+    weights = layer_weights(model)
     with torch.no_grad():
         squares = sum(float(w.square().sum()) for w in weights.values())
     return factor * math.log(data.num_classes) / max(squares, 1e-12)

@@ -13,39 +13,53 @@ import torch
 from torch import nn
 
 from trainables.checkpoint import load_checkpoint, save_checkpoint
-from trainables.config import TrialConfig
+from trainables.config import SEED_CNN, SEED_KNOBS, TrialConfig
 from trainables.datasets import DataSplits
 from trainables.device import Runtime
 from trainables.model import SeedCNN
+from trainables.networks import build_network, check_network
 
 
 def model_args(config: TrialConfig, data: DataSplits) -> dict[str, Any]:
     """What the model is built from, kept in every checkpoint (as nanoGPT keeps its
-    ``model_args``): whoever loads one rebuilds the model from it alone."""
-    return {
+    ``model_args``): whoever loads one rebuilds the model from it alone. The seed CNN's are
+    its four knobs (as before there were others); any other network's, its name and arch."""
+    shape = {
         "in_channels": data.channels,
         "num_classes": data.num_classes,
         "image_size": list(data.image_size),
-        "batch_norm": config.batch_norm,
-        "he_init": config.he_init,
-        "dropout": config.dropout,
-        "width": config.width,
     }
+    if config.model == SEED_CNN:
+        return {**shape, **{k: getattr(config, k) for k in SEED_KNOBS}}
+    return {**shape, "model": config.model, "arch": dict(config.arch)}
 
 
-def model_from(args: dict[str, Any], generator: torch.Generator | None = None) -> SeedCNN:
-    return SeedCNN(**{**args, "image_size": tuple(args["image_size"])}, generator=generator)
+def model_from(args: dict[str, Any], generator: torch.Generator | None = None) -> nn.Module:
+    shape = [args["in_channels"], args["num_classes"], tuple(args["image_size"])]
+    model = args.get("model", SEED_CNN)
+    arch = args.get("arch") if model != SEED_CNN else {k: args[k] for k in SEED_KNOBS}
+    return build_network(model, arch, *shape, generator=generator)
 
 
 def build_model(
     config: TrialConfig, data: DataSplits, generator: torch.Generator | None = None
-) -> SeedCNN:
+) -> nn.Module:
     return model_from(model_args(config, data), generator)
+
+
+def check_model(config: TrialConfig, data: DataSplits) -> nn.Module:
+    """The model ``config`` names, built for ``data`` and shown a batch: one line, before any
+    training, when it cannot be built or does not give [N, classes] logits."""
+    model = build_model(config, data, torch.Generator().manual_seed(config.seed))
+    check_network(config.model, model, data.channels, data.num_classes, data.image_size)
+    return model
 
 
 def make_optimizer(config: TrialConfig, model: nn.Module) -> torch.optim.Optimizer:
     if config.optimizer == "adam":
         return torch.optim.Adam(model.parameters(), lr=config.lr)
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     return torch.optim.SGD(
         model.parameters(), lr=config.lr, momentum=config.momentum, nesterov=config.nesterov
     )
@@ -54,7 +68,7 @@ def make_optimizer(config: TrialConfig, model: nn.Module) -> torch.optim.Optimiz
 @dataclass
 class TrialState:
     config: TrialConfig
-    model: SeedCNN
+    model: nn.Module
     optimizer: torch.optim.Optimizer
     generator: torch.Generator
     epoch: int = 0
@@ -72,7 +86,8 @@ class TrialState:
         model = build_model(config, data, init)
         model = model.to(runtime.device, memory_format=runtime.memory_format)
         generator = torch.Generator(device=runtime.device).manual_seed(config.seed)
-        model.use_generator(generator)
+        if isinstance(model, SeedCNN):
+            model.use_generator(generator)
         optimizer = make_optimizer(config, model)
         return cls(config, model, optimizer, generator, model_args=model_args(config, data))
 

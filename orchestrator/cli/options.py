@@ -77,6 +77,20 @@ TRAIN_OPTIONS = [
         "Score by K-fold cross-validation on train + val (K models, no test); 0: on val.",
         type=int,
     ),
+    _opt(
+        "model",
+        "The network: seed-cnn, torchvision.<name> (e.g. torchvision.resnet18, from scratch), "
+        "package.module:factory or path/to/file.py:factory (called as factory(in_channels, "
+        "num_classes, image_size, **arch)).",
+    ),
+    click.option(
+        "--arch",
+        multiple=True,
+        default=(),
+        callback=lambda ctx, param, given: _arch(given),
+        metavar="NAME=VALUE",
+        help="An argument of --model's factory (repeat for more); VALUE is read as YAML.",
+    ),
     _switch("batch_norm", "Batch norm after each conv."),
     _switch("he_init", "He (Kaiming) init instead of Keras' Glorot default."),
     _opt("dropout", "Dropout before each FC layer."),
@@ -86,6 +100,7 @@ TRAIN_OPTIONS = [
     _opt("momentum", "SGD momentum."),
     _switch("nesterov", "Nesterov momentum (SGD)."),
     _opt("l2", "L2 penalty l2*sum(w^2) on conv and FC weights (not biases)."),
+    _opt("weight_decay", "AdamW's decoupled weight decay (--optimizer adamw)."),
     _opt("batch_size", "Batch size."),
     _opt("epochs", "Epochs."),
     _opt("lr_schedule", "Learning-rate schedule.", type=click.Choice(LR_SCHEDULES)),
@@ -97,6 +112,18 @@ TRAIN_OPTIONS = [
     _opt("threads", "CPU threads for torch (default: torch's own).", type=int),
     _opt("divergence_factor", "Stop as diverged when the loss exceeds this times the initial."),
 ]
+
+
+def _arch(given: tuple[str, ...]) -> dict:
+    import yaml
+
+    arch = {}
+    for item in given:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(f"{item!r}: write NAME=VALUE, e.g. --arch depth=3")
+        arch[name] = yaml.safe_load(value)
+    return arch
 
 
 def train_options(func):

@@ -90,7 +90,7 @@ def step_text(folder: StudyFolder, step: str) -> str:
         )
     epochs = len(final.epochs)
     searched = folder.read_spec().search_space
-    chosen = ", ".join(f"{k}={cell(final.config[k])}" for k in searched if k in final.config)
+    chosen = ", ".join(f"{k}={cell(final.settings[k])}" for k in searched if k in final.settings)
     lines = [f"final  chosen {chosen}"]
     lines += [
         "final  " + epoch_line(int(r["epoch"]), epochs, r, r.get(TRIAL_STATUS, ""))

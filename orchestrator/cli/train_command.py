@@ -10,7 +10,7 @@ import click
 
 from orchestrator.cli.app import cli
 from orchestrator.cli.options import CACHE_OPTION, train_options
-from trainables.config import DATASETS
+from trainables.config import DATASETS, SEED_CNN
 
 
 @cli.command()
@@ -31,16 +31,17 @@ def train(dataset: str, out: Path | None, resume: bool, cache_dir: Path, **optio
     from trainables.datasets import load_data
     from trainables.epoch import DIVERGED
     from trainables.model import parameter_count
-    from trainables.trial_state import build_model
+    from trainables.trial_state import check_model
 
     config = TrialConfig(dataset=dataset, **options)
     out = out or Path("runs") / f"train-{dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
-    folder = RunFolder.open(out, resume=resume)
     t0 = time.perf_counter()
     data = load_data(config, cache_dir)
     click.echo(f"data     {data.summary()}  ({time.perf_counter() - t0:.1f} s)")
-    params = parameter_count(build_model(config, data))
-    click.echo(f"model    seed CNN, {params:,} parameters")
+    params = parameter_count(check_model(config, data))  # before anything is written
+    folder = RunFolder.open(out, resume=resume)
+    name = "seed CNN" if config.model == SEED_CNN else config.model
+    click.echo(f"model    {name}, {params:,} parameters")
     if folder.start_epoch:
         click.echo(f"resume   from epoch {folder.start_epoch} in {out}")
     progress = _EpochProgress(config.epochs)

@@ -48,7 +48,7 @@ def digest(path: Path) -> str:
             lines.append(narrowing_lines(narrowed[stage.name]))
     final = view.final
     if final is not None:
-        chosen = ", ".join(f"{n}={final.config[n]:.3g}" for n in view.searched)
+        chosen = ", ".join(f"{n}={final.settings[n]:.3g}" for n in view.searched)
         lines.append(f"chosen   {chosen}")
         lines.append(test_summary(final.test) if final.test else f"final  {final.status}")
     recorded = folder.read_diagnosis(Step.FINAL)  # the report's: dead ReLUs need the model

@@ -306,7 +306,7 @@ def _log_axes(ax: Any, view: StudyView, x: str, y: str) -> None:
 
 def _chosen(view: StudyView) -> dict[str, Any] | None:
     if view.final is not None:
-        return view.final.config
+        return view.final.settings
     best = view.stages[-1].best if view.stages else None
     return None if best is None else best.to_dict()
 

@@ -1,6 +1,8 @@
 """The trained model's insides, read from the final checkpoint: first-layer filters, the FC
 layer's weights, activations on a fixed validation batch (the lecture's "good training: sparse
-and uncorrelated"), and the test images it gets most confidently wrong."""
+and uncorrelated"), and the test images it gets most confidently wrong. Any network: a view
+that does not apply to it (no conv reads the image, no linear layer, no activation module)
+says so in its place."""
 
 from __future__ import annotations
 
@@ -20,6 +22,12 @@ from trainables.errors import BabysitterError
 from trainables.evaluation import device_split
 from trainables.model import SeedCNN
 from trainables.trial_state import build_model
+
+ACTIVATIONS = (
+    torch.nn.ReLU, torch.nn.ReLU6, torch.nn.LeakyReLU, torch.nn.ELU, torch.nn.GELU,
+    torch.nn.SiLU, torch.nn.Mish, torch.nn.Hardswish, torch.nn.Tanh, torch.nn.Sigmoid,
+)  # fmt: skip
+SHOWN = 8  # activation histograms drawn (every one is measured for dead units)
 
 BATCH = 256  # the fixed validation batch: its first images
 WRONG = 16  # the most confidently wrong test images shown
@@ -65,9 +73,26 @@ def model_views(
     )
 
 
-def _filters(model: SeedCNN) -> Figure:
-    """conv1's filters, each scaled to 0..1, tiled into one image (one axes draws fast)."""
-    weights = model.layer_weights()["conv1"].detach().float()
+def _note(title: str, text: str) -> Figure:
+    """A view that does not apply to this network, saying why in its place."""
+    figure, ax = subplots(figsize=(6, 1.2))
+    ax.text(0.5, 0.5, text, ha="center", va="center", wrap=True)
+    ax.axis("off")
+    ax.set_title(title)
+    return figure
+
+
+def _first(model: torch.nn.Module, kind: type) -> tuple[str, torch.nn.Module] | None:
+    return next(((n, m) for n, m in model.named_modules() if isinstance(m, kind)), None)
+
+
+def _filters(model: torch.nn.Module) -> Figure:
+    """The first conv's filters, each scaled to 0..1, tiled into one image (one axes draws
+    fast): what the network looks for in the pixels."""
+    first = _first(model, torch.nn.Conv2d)
+    if first is None or first[1].weight.shape[1] not in (1, 3):
+        return _note("First-layer filters", "No conv layer reads the image: no filters to show.")
+    weights = first[1].weight.detach().float()
     count, channels = weights.shape[:2]
     low = weights.amin(dim=(1, 2, 3), keepdim=True)
     high = weights.amax(dim=(1, 2, 3), keepdim=True)
@@ -93,29 +118,37 @@ def _mosaic(tiles: np.ndarray, columns: int, gap: int = 1) -> np.ndarray:
     return grid
 
 
-def _fc_weights(model: SeedCNN) -> Figure:
-    """fc1 reads conv features, not pixels, so its weights are shown as a matrix (units x
-    inputs); smooth, structured rows are trained, salt-and-pepper ones are noise."""
-    weights = model.layer_weights()["fc1"].detach().float().numpy()
+def _fc_weights(model: torch.nn.Module) -> Figure:
+    """The first linear layer's weights as a matrix (units x inputs): it reads features, not
+    pixels; smooth, structured rows are trained, salt-and-pepper ones are noise."""
+    first = _first(model, torch.nn.Linear)
+    if first is None:
+        return _note("First linear layer", "The network has no linear layer.")
+    name = "fc1" if isinstance(model, SeedCNN) else first[0]
+    weights = first[1].weight.detach().float().numpy()
     figure, ax = subplots(figsize=(9, 3))
     limit = float(np.abs(weights).max()) or 1.0
     image = ax.imshow(weights, aspect="auto", cmap="PuOr", vmin=-limit, vmax=limit)
-    ax.set_xlabel("input (flattened conv features)")
-    ax.set_ylabel("fc1 unit")
-    ax.set_title("fc1 weights")
+    ax.set_xlabel("input")
+    ax.set_ylabel(f"{name} unit")
+    ax.set_title(f"{name} weights (the first linear layer)")
     figure.colorbar(image, ax=ax, label="weight")
     return figure
 
 
-def _activations(model: SeedCNN, x: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Each ReLU's output on the batch, named relu1.. in forward order."""
+def _activations(model: torch.nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Each activation module's output on the batch (its last call), in the order they ran:
+    the seed CNN's named relu1.., any other network's by module path."""
     captured: dict[str, torch.Tensor] = {}
-    relus = [m for m in model.modules() if isinstance(m, torch.nn.ReLU)]
+    found = [(n, m) for n, m in model.named_modules() if isinstance(m, ACTIVATIONS)]
+    seed = isinstance(model, SeedCNN)
     hooks = [
-        relu.register_forward_hook(
-            lambda _m, _i, out, name=f"relu{k + 1}": captured.__setitem__(name, out.detach())
+        module.register_forward_hook(
+            lambda _m, _i, out, name=f"relu{k + 1}" if seed else path: captured.__setitem__(
+                name, out.detach()
+            )
         )
-        for k, relu in enumerate(relus)
+        for k, (path, module) in enumerate(found)
     ]
     try:
         with torch.no_grad():
@@ -133,7 +166,14 @@ def _dead_fraction(activation: torch.Tensor) -> float:
 
 
 def _activation_figure(activations: dict[str, torch.Tensor], dead: dict[str, float]) -> Figure:
+    if not activations:
+        return _note(
+            "Activations",
+            "No activation modules ran (activations called as functions cannot be hooked).",
+        )
     names = list(activations)
+    if len(names) > SHOWN:  # the first, the last and evenly between
+        names = [names[round(i * (len(names) - 1) / (SHOWN - 1))] for i in range(SHOWN)]
     figure, axes = subplots(1, len(names) + 1, figsize=(3.2 * (len(names) + 1), 3.2))
     for ax, name, colour in zip(axes, names, OKABE_ITO, strict=False):
         values = activations[name].flatten().numpy()
@@ -153,11 +193,12 @@ def _activation_figure(activations: dict[str, torch.Tensor], dead: dict[str, flo
     axes[-1].set_title(f"{names[-1]} unit correlation (mean |r| {np.nanmean(off):.2f})", fontsize=9)
     axes[-1].set_xlabel("unit")
     figure.colorbar(image, ax=axes[-1])
-    figure.suptitle(f"Activations on a fixed validation batch ({units.shape[0]} images)")
+    shown = "" if len(names) == len(activations) else f"; {len(names)} of {len(activations)} shown"
+    figure.suptitle(f"Activations on a fixed validation batch ({units.shape[0]} images{shown})")
     return figure
 
 
-def _wrong(model: SeedCNN, data: DataSplits, runtime) -> Figure | None:
+def _wrong(model: torch.nn.Module, data: DataSplits, runtime) -> Figure | None:
     """The wrong test images, most confident first, tiled into one image with their labels."""
     if not len(data.test):
         return None

@@ -74,7 +74,7 @@ class LocalStageRunner:
             if shown is not None:
                 events.stage_progress(run.name, shown)
         events.stage_ended(run.name)
-        return stage_tables(run.name, records, base.to_dict())
+        return stage_tables(run.name, records, base.flat())
 
     def _trial(self, run, trial, config, data, events, rungs) -> TrialRecord:
         rows: list[dict[str, Any]] = []

@@ -88,7 +88,7 @@ class RayStageRunner:
             _record(t, rows.get(t.trial_id, []), run.stage.epochs, stops.get(t.trial_id))
             for t in trials
         ]
-        return stage_tables(run.name, records, base.to_dict())
+        return stage_tables(run.name, records, base.flat())
 
 
 def _fit(tuner: tune.Tuner) -> None:

@@ -99,11 +99,14 @@ class Observers(StudyObserver):
 
     def each(self, hook: str, *args: Any, **kwargs: Any) -> None:
         for observer in list(self.all):
+            if observer not in self.all:  # detached meanwhile (it raised when told of another)
+                continue
             try:
                 getattr(observer, hook)(*args, **kwargs)
             except Exception as exc:
-                self.all.remove(observer)
-                self.observer_failed(type(observer).__name__, hook, exc)
+                if observer in self.all:
+                    self.all.remove(observer)
+                    self.observer_failed(type(observer).__name__, hook, exc)
 
 
 def _fan_out(hook: str) -> Callable[..., None]:

@@ -9,6 +9,7 @@ from typing import Any
 
 from orchestrator.names import METRIC, Step
 from orchestrator.search.space import Param, parse_space
+from trainables.config import flat
 from trainables.metrics import ClassificationReport
 from trainables.sanity_report import SanityReport
 
@@ -114,6 +115,11 @@ class FinalRecord:
     epochs: list[dict[str, Any]]
     reason: str = ""
     test: ClassificationReport | None = None
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """The config as tables name its settings (a model argument as ``arch.NAME``)."""
+        return flat(self.config)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from orchestrator.names import SEARCH_STAGES, BudgetName, round_number
 from orchestrator.search.space import Param, parse_space
 from orchestrator.search.stage_spec import Resources, Scheduler, Stage, Strict
-from trainables.config import TrialConfig, default, field_names
+from trainables.config import ARCH, TrialConfig, default, field_names
 from trainables.errors import ConfigError
 from trainables.sanity_report import SanitySettings
 
@@ -25,7 +25,7 @@ AUTO = "auto"  # search_space.lr: auto takes the coarse range from the sanity ch
 # Settings a search may not vary: they pick the data, the length or the place of a trial.
 NOT_SEARCHABLE = frozenset(
     {"dataset", "data", "val_fraction", "test_fraction", "split_seed", "train_subset"}
-    | {"epochs", "device", "threads", "cv_folds"}
+    | {"epochs", "device", "threads", "cv_folds", "arch"}
 )
 
 
@@ -138,6 +138,8 @@ class StudySpec(Strict):
         if not space:
             raise ValueError("is empty; name at least one hyperparameter, e.g. lr")
         for name, value in space.items():
+            if name.startswith(ARCH) and len(name) > len(ARCH):
+                continue
             if name not in field_names() or name in NOT_SEARCHABLE:
                 searchable = [n for n in field_names() if n not in NOT_SEARCHABLE]
                 raise ValueError(
@@ -198,6 +200,16 @@ class StudySpec(Strict):
 
     def base_config(self) -> TrialConfig:
         return TrialConfig(**self.trial)
+
+    def model_configs(self) -> list[TrialConfig]:
+        """The trial settings with every network the search may build: the base one, and each
+        searched value of ``model`` and of its ``arch`` arguments (a range's two ends)."""
+        base = self.base_config()
+        configs = [base]
+        for param in parse_space(_given(self.search_space)).values():
+            if param.name == "model" or param.name.startswith(ARCH):
+                configs += [base.replace(**{param.name: value}) for value in param.values]
+        return configs
 
     def space(self) -> dict[str, Param]:
         if self.lr_auto:

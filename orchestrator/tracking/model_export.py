@@ -15,10 +15,11 @@ WEIGHTS = "weights"  # the logged model's artifact that served_model.py reads
 
 def served_weights(
     folder: StudyFolder, config: dict[str, Any], classes: int, into: Path
-) -> tuple[Path, Any]:
+) -> tuple[Path, Any, list[Path]]:
     """The final model's arguments and weights in one weights-only file (what the served model
-    reads), and the input example. A checkpoint of an earlier version, without its model's
-    arguments, has them made from its config and the example."""
+    reads), the input example, and a user's model file to log with it as code (the served
+    model imports it by its name there). A checkpoint of an earlier version, without its
+    model's arguments, has them made from its config and the example."""
     import numpy as np
     import torch
 
@@ -32,20 +33,28 @@ def served_weights(
         "image_size": list(example.shape[2:]),
         **{k: config[k] for k in ("batch_norm", "he_init", "dropout", "width")},
     }
+    code = []
+    if ".py:" in args.get("model", ""):
+        file, _, factory = args["model"].rpartition(":")
+        code.append(Path(file))
+        args = {**args, "model": f"{Path(file).name}:{factory}", "source": file}  # in code/
     path = into / "weights.pt"
     torch.save({"model_args": args, "state": saved["model"]}, path)
-    return path, example
+    return path, example, code
 
 
-def log_model(uri: str, run_id: str, weights: Path, example: Any) -> str:
+def log_model(uri: str, run_id: str, weights: Path, example: Any, code: list[Path] = ()) -> str:
     """Log the final model (``weights``: its arguments and state dict) as MLflow serves it
     (``served_model.py``), with the signature inferred from ``example`` (normalized images;
     two, so the batch size stays free); returns its URI."""
     import mlflow
     import torch
+    import torchvision
 
     import trainables
 
+    args = torch.load(weights, weights_only=True)["model_args"]
+    vision = args.get("model", "").startswith("torchvision.")  # the served env needs it too
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a job's log
     exported = os.environ.get(URI_VARIABLE)
     mlflow.set_tracking_uri(uri)
@@ -55,9 +64,9 @@ def log_model(uri: str, run_id: str, weights: Path, example: Any) -> str:
                 name="model",
                 python_model=Path(__file__).with_name("served_model.py"),
                 artifacts={WEIGHTS: str(weights)},
-                code_paths=[str(Path(trainables.__file__).parent)],
+                code_paths=[str(Path(trainables.__file__).parent), *map(str, code)],
                 input_example=example,
-                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "numpy"],
+                pip_requirements=[_pinned(torch), *([_pinned(torchvision)] * vision), "numpy"],
             )
     finally:  # set_tracking_uri also exports the URI; the process keeps the one it had
         if exported is None:
@@ -65,3 +74,7 @@ def log_model(uri: str, run_id: str, weights: Path, example: Any) -> str:
         else:
             os.environ[URI_VARIABLE] = exported
     return info.model_uri
+
+
+def _pinned(module: Any) -> str:
+    return f"{module.__name__}=={module.__version__.split('+')[0]}"

@@ -110,7 +110,7 @@ class MlflowObserver(StudyObserver):
         row = report.row()
         tracker = self.tracker
         tracker.live(
-            lambda: tracker.log_epochs(tracker.stage_run(Step.FINAL, config.to_dict()), [row])
+            lambda: tracker.log_epochs(tracker.stage_run(Step.FINAL, config.flat()), [row])
         )
 
     def record(self, wait_s: float = 0) -> None:
@@ -154,7 +154,7 @@ class LiveTrials:
 
     def begin(self, run: StageRun) -> None:
         """The stage's base config and space: what each trial's run is named and logged from."""
-        self.stages[run.name] = (run.trial_base().to_dict(), run.space)
+        self.stages[run.name] = (run.trial_base().flat(), run.space)
 
     def run_of(self, tracker: StudyTracker, stage: str, trial: TrialInfo) -> str:
         base, space = self.stages[stage]

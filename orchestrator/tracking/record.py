@@ -23,7 +23,7 @@ from orchestrator.tracking.model_export import log_model, served_weights
 from orchestrator.tracking.sqlite_store import embedded_uri
 from orchestrator.tracking.store import StudyTracker, TrackingTarget, delivery_errors, source_commit
 from orchestrator.tracking.ui_text import NOTE, stage_note
-from trainables.config import field_names
+from trainables.config import ARCH, TrialConfig, field_names
 from trainables.errors import BabysitterError
 from trainables.metrics import ClassificationReport
 from trainables.status import USABLE
@@ -110,7 +110,7 @@ def record_stage(tracker: StudyTracker, folder: StudyFolder, spec: StudySpec, st
     fields = set(field_names())
     flags = dict(zip(trials["trial_id"], judge(trials)["flag"], strict=True))
     for row in trials.to_dict("records"):
-        config = {k: v for k, v in row.items() if k in fields}
+        config = {k: v for k, v in row.items() if k in fields or k.startswith(ARCH)}
         mine = epochs[epochs["trial_id"] == row["trial_id"]] if len(epochs) else epochs
         started, ended = _trial_times(row, mine)
         run_id = tracker.trial_run(
@@ -211,7 +211,7 @@ def record_sanity(tracker: StudyTracker, folder: StudyFolder) -> None:
 
 def record_final(tracker: StudyTracker, folder: StudyFolder) -> None:
     final = folder.read_final()
-    run_id = tracker.stage_run(Step.FINAL, final.config)
+    run_id = tracker.stage_run(Step.FINAL, TrialConfig(**final.config).flat())
     tracker.log_epochs(run_id, final.epochs)
     metrics: dict[str, float] = {}
     tags = {"status": final.status}
@@ -238,8 +238,8 @@ def record_final(tracker: StudyTracker, folder: StudyFolder) -> None:
             wanted = folder.read_spec().outputs.mlflow_model
             if wanted and not tracker.client.get_run(run_id).data.tags.get("model"):
                 classes = len(test.class_names)
-                weights, example = served_weights(folder, final.config, classes, Path(tmp))
-                tags["model"] = log_model(tracker.target.uri, run_id, weights, example)
+                weights, example, code = served_weights(folder, final.config, classes, Path(tmp))
+                tags["model"] = log_model(tracker.target.uri, run_id, weights, example, code)
         tracker.finish_stage(Step.FINAL, metrics=metrics, tags=tags, artifacts=artifacts)
 
 

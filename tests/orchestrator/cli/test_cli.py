@@ -171,6 +171,7 @@ def test_train_options_default_to_the_trial_configs_defaults():
     from trainables.config import default, field_names
 
     options = {p.name: p.default for p in train.params if isinstance(p, click.Option)}
-    shared = set(options) & set(field_names()) - {"data"}  # --data has no default: it is asked for
-    assert len(shared) == len(field_names()) - 2  # every setting but DATASET and --data
+    shared = set(options) & set(field_names()) - {"data", "arch"}  # asked for; NAME=VALUE pairs
+    assert len(shared) == len(field_names()) - 3  # every setting but DATASET, --data and --arch
+    assert options["arch"] == () and default("arch") == {}
     assert {name: options[name] for name in shared} == {name: default(name) for name in shared}
