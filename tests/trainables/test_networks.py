@@ -2,8 +2,10 @@
 L2 penalty and update ratios cover its conv and linear weights, a checkpoint rebuilds it, and
 a broken one is one line before anything trains."""
 
+import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -14,7 +16,7 @@ from trainables.epoch import l2_penalty
 from trainables.errors import ConfigError
 from trainables.networks import layer_weights
 from trainables.train import train
-from trainables.trial_state import TrialState, check_model, model_from
+from trainables.trial_state import TrialState, model_from
 
 NETS = Path(__file__).parents[1] / "fixtures" / "models" / "nets.py"
 
@@ -94,6 +96,9 @@ def test_seed_cnn_knobs_and_arch_do_not_mix():
 
 def test_torchvision_resnet18_trains_on_grey_and_colour_images(faces, cifar10):
     for data in (faces, cifar10):
-        config = TrialConfig(model="torchvision.resnet18", epochs=1, train_subset=128, threads=2)
-        model = check_model(config, data)
-        assert model(torch.zeros(2, data.channels, *data.image_size)).shape == (2, data.num_classes)
+        config = TrialConfig(model="torchvision.resnet18", epochs=1, threads=2, batch_size=32)
+        few = {"train": data.train.take(np.arange(96)), "val": data.val.take(np.arange(64))}
+        small = data.__class__(**{**vars(data), **few})
+        result = train(config.replace(optimizer="adamw", lr=1e-3), small)
+        assert result.status == "completed" and math.isfinite(result.final["val_loss"])
+        assert len(layer_weights(result.model)) == 21  # 20 convs and the classifier
