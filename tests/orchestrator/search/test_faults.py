@@ -38,12 +38,14 @@ min_rung_steps: 1
 )
 
 
-def trial_workers() -> set[int]:
-    """Ray's processes running a trial: their title names the trainable's actor."""
+def trial_workers(doing: bytes = b"") -> set[int]:
+    """Ray's processes of trials: their title names the trainable's actor, and the method it
+    runs now (``ray::ImplicitFunc.train`` while a trial trains; ``.reset`` or ``.restore``
+    while a reused actor takes on a trial)."""
     found = set()
     for proc in Path("/proc").glob("[0-9]*"):
         try:
-            if (proc / "cmdline").read_bytes().startswith(b"ray::ImplicitFunc"):
+            if (proc / "cmdline").read_bytes().startswith(b"ray::ImplicitFunc" + doing):
                 found.add(int(proc.name))
         except OSError:  # ended meanwhile
             continue
@@ -52,9 +54,9 @@ def trial_workers() -> set[int]:
 
 class Killer(threading.Thread):
     """SIGKILLs a random trial worker every ``every`` seconds, ``most`` times at most, and only
-    one that has run its trial for ``every`` seconds: Tune retries a trial whose worker dies
-    while it trains, but errors one whose worker dies while the actor is still starting (a
-    pending trial), and a restarted trial needs a few seconds to train again."""
+    one that has lived ``every`` seconds and is training now: Tune retries a trial whose worker
+    dies while it trains, but errors one whose worker dies while the actor is still starting or
+    taking on the trial (a pending trial: seen in CI when a reused actor was killed)."""
 
     def __init__(self, every: float, most: int) -> None:
         super().__init__(daemon=True)
@@ -66,7 +68,10 @@ class Killer(threading.Thread):
             now = time.monotonic()
             workers = trial_workers()
             seen = {pid: seen.get(pid, now) for pid in workers}
-            ready = sorted(pid for pid, since in seen.items() if now - since >= self.every)
+            training = trial_workers(b".train")  # not a reused actor taking on its next trial
+            ready = sorted(
+                p for p, since in seen.items() if now - since >= self.every and p in training
+            )
             if ready and now - last_kill >= self.every:
                 try:
                     os.kill(chance.choice(ready), signal.SIGKILL)
