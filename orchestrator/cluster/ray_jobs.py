@@ -81,7 +81,7 @@ def jobs_api(address: str) -> Iterator[Any]:
 
 
 NO_AGENT = "No available agent to submit job"
-AGENT_WAIT_S, AGENT_RETRY_S = 120.0, 2.0
+AGENT_WAIT_S, AGENT_RETRY_S = 60.0, 2.0
 
 
 def submit(

@@ -55,9 +55,11 @@ def cluster(tmp_path_factory, cache_dir):
     head.append(f"--dashboard-port={dashboard}")
     start = {"env": env, "capture_output": True, "text": True, "timeout": 180}
     try:
-        proc = subprocess.run([*ray, *head], **start)
+        # each node's job agent on a port of its own: the default (52365) may be held by another
+        # Ray on this machine (the tests' own), and then no agent takes the job
+        proc = subprocess.run([*ray, *head, *agent_port()], **start)
         assert proc.returncode == 0, proc.stderr
-        proc = subprocess.run([*ray, f"--address=127.0.0.1:{gcs}"], **start)
+        proc = subprocess.run([*ray, f"--address=127.0.0.1:{gcs}", *agent_port()], **start)
         assert proc.returncode == 0, proc.stderr
         yield Cluster(f"http://127.0.0.1:{dashboard}", env, token, temp)
     finally:
@@ -97,6 +99,10 @@ def babysit_on(cluster: Cluster, *args, env: dict[str, str] | None = None, timeo
         env=env or cluster.env,
         timeout=timeout,
     )
+
+
+def agent_port() -> list[str]:
+    return [f"--dashboard-agent-listen-port={free_port()}"]
 
 
 def job_count(cluster: Cluster) -> int:
