@@ -18,10 +18,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from trainables.config import SEED_CNN
 from trainables.errors import ConfigError
 from trainables.model import SeedCNN
 
-SEED_CNN = "seed-cnn"
 TORCHVISION = "torchvision."
 WEIGHTED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)  # what L2 and update ratios cover
 FIX = "a callable (in_channels, num_classes, image_size, **arch) -> nn.Module"

@@ -18,12 +18,13 @@ def served_weights(
 ) -> tuple[Path, Any, list[Path]]:
     """The final model's arguments and weights in one weights-only file (what the served model
     reads), the input example, and a user's model file to log with it as code (the served
-    model imports it by its name there). A checkpoint of an earlier version, without its
+    model reads it from there). A checkpoint of an earlier version, without its
     model's arguments, has them made from its config and the example."""
     import numpy as np
     import torch
 
     from trainables.checkpoint import load_checkpoint
+    from trainables.config import SEED_KNOBS
 
     example = np.load(folder.input_example)
     saved = load_checkpoint(folder.final / "checkpoint.pt", config)
@@ -31,7 +32,7 @@ def served_weights(
         "in_channels": example.shape[1],
         "num_classes": classes,
         "image_size": list(example.shape[2:]),
-        **{k: config[k] for k in ("batch_norm", "he_init", "dropout", "width")},
+        **{k: config[k] for k in SEED_KNOBS},
     }
     code = []
     if ".py:" in args.get("model", ""):
