@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from orchestrator.names import WARNING
 from orchestrator.search.events import StageTally, TrialInfo
-from orchestrator.study.observer import StudyObserver, StudyStarted
+from orchestrator.study.observer import StudyObserver, StudyStarted, stopped_watching
 from trainables.metric_names import UPDATE_RATIO
 from trainables.metrics import ClassificationReport
 from trainables.status import TrialStatus
@@ -171,6 +171,8 @@ def cell(value: object) -> str:
 class ConsoleObserver(StudyObserver):
     """A study as lines on the terminal (or a job's log)."""
 
+    speaks = True
+
     def __init__(self, echo: Callable[[str], None] = print) -> None:
         self.echo = echo
         self.ran: set[str] = set()
@@ -290,8 +292,4 @@ class ConsoleObserver(StudyObserver):
             self.echo(test_summary(record.test))
 
     def observer_failed(self, observer: str, hook: str, error: Exception) -> None:
-        first = (str(error).splitlines() or [""])[0][:160]
-        self.echo(
-            f"warning  {observer} stopped watching: {type(error).__name__} in {hook} ({first}); "
-            "the study goes on, and the study folder keeps every record"
-        )
+        self.echo(stopped_watching(observer, hook, error))

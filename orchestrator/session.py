@@ -16,6 +16,7 @@ from orchestrator.names import TRACKING_WAIT_S, BudgetName, Step
 from orchestrator.search.stage import StageRunner
 from orchestrator.study.folder import StudyFolder
 from orchestrator.study.lock import study_lock
+from orchestrator.study.model_files import relocated, user_files
 from orchestrator.study.observer import StudyObserver
 from orchestrator.study.pipeline import Study
 from orchestrator.study.records import Summary
@@ -61,10 +62,13 @@ def run_new(
             f"none; run `babysit search {spec.name} --stage coarse` first"
         )
 
-    def prepare(scaled: StudySpec) -> None:
-        folder.create(scaled, target)
+    def prepare(scaled: StudySpec) -> StudySpec:
+        files = user_files(scaled)
+        scaled = relocated(scaled, folder.code.absolute())
+        folder.create(scaled, target, files)
         if target != Step.SANITY:
             folder.update_state(skip_sanity=skip_sanity)
+        return scaled
 
     with study_lock(folder.path):  # before anything is written: another driver may be working
         return _run(folder, spec, budget, target, options, skip_sanity, prepare)
@@ -75,7 +79,7 @@ def resume(folder: StudyFolder, options: SessionOptions) -> Summary:
     spec = folder.read_spec()
     state = folder.read_state()
     with study_lock(folder.path):
-        return _run(folder, spec, None, state.target, options, state.skip_sanity, lambda _: None)
+        return _run(folder, spec, None, state.target, options, state.skip_sanity, lambda s: s)
 
 
 def sync(
@@ -139,7 +143,7 @@ def _run(
     target: Step,
     options: SessionOptions,
     skip_sanity: bool,
-    prepare: Callable[[StudySpec], None],
+    prepare: Callable[[StudySpec], StudySpec],
 ) -> Summary:
     folder.check()
     uri = _check_tracking(folder, spec, options)
@@ -164,7 +168,7 @@ def _study(
     options: SessionOptions,
     uri: str | None,
     skip_sanity: bool,
-    prepare: Callable[[StudySpec], None],
+    prepare: Callable[[StudySpec], StudySpec],
 ) -> Summary:
     from orchestrator.cluster.ray_runtime import check_resources, check_shared_storage, ray_runtime
     from orchestrator.report.observer import ReportObserver
@@ -182,7 +186,7 @@ def _study(
             nodes = check_shared_storage(folder.path)
             if nodes:
                 options.echo(f"cluster  all {nodes} Ray nodes see the study folder {folder.path}")
-        prepare(spec)
+        spec = prepare(spec)  # from here on, a user's model file is the study folder's copy
         tracker = _tracker(folder, spec, uri, options)
         report = spec.outputs.report
         mlflow = MlflowObserver(tracker, folder, spec, options.echo, figures_follow=report)

@@ -98,9 +98,14 @@ def flat(config: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def is_file_reference(model: Any) -> bool:
+    """``path/to/file.py:factory`` (not seed-cnn, torchvision.NAME or package.module:factory)."""
+    return isinstance(model, str) and ".py:" in model
+
+
 def model_reference(model: Any) -> Any:
     """A user's model file as an absolute path: trials run in folders of their own."""
-    if isinstance(model, str) and ".py:" in model:
+    if is_file_reference(model):
         path, _, factory = model.rpartition(":")
         return f"{Path(path).expanduser().absolute()}:{factory}"
     return model

@@ -114,6 +114,7 @@ def submit(
 
 def _submit_ray_job(address: str, request: StudyRequest, options: dict, follow: bool) -> None:
     from orchestrator.cluster import ray_jobs, submission
+    from orchestrator.study import model_files
 
     study, spec, budget, study_dir = request.study, request.spec, request.budget, request.study_dir
 
@@ -126,10 +127,15 @@ def _submit_ray_job(address: str, request: StudyRequest, options: dict, follow: 
                 "absolute path on storage every node sees (NFS, a shared volume), e.g. "
                 f"/shared/{'studies/' + spec.name if flag == '--study-dir' else 'data'}"
             )
-    spec_text = None if Path(study).suffix not in (".yaml", ".yml") else Path(study).read_text()
+    spec_text, files = None, model_files.read_sources(spec)
+    if files:  # the spec names the copies the job writes into its study folder
+        carried = model_files.relocated(spec, Path(study_dir) / ray_jobs.SUBMITTED)
+        spec_text = carried.to_yaml()
+    elif Path(study).suffix in (".yaml", ".yml"):
+        spec_text = Path(study).read_text()
     args = submission.run_words(str(study_dir), budget, options)
     with ray_jobs.jobs_api(address) as client:
-        job = ray_jobs.submit(client, study, str(study_dir), args, spec_text)
+        job = ray_jobs.submit(client, study, str(study_dir), args, spec_text, files)
         click.echo(f"job      {job} submitted to {address}: babysit run {spec.name} in {study_dir}")
         if not follow:
             click.echo(f"follow   babysit jobs logs {job} --address {address} --follow")
@@ -174,7 +180,9 @@ def _submit_kuberay(request: StudyRequest, options: dict, dry_run: bool, cluster
     from orchestrator.cluster import submission
 
     folder, budget = request.folder(root=Path("/studies")), request.budget  # the studies claim
-    args = submission.run_arguments("/etc/babysitter/spec.yaml", str(folder), budget, options)
+    args = submission.run_arguments(
+        f"{submission.SPEC_MOUNT}/spec.yaml", str(folder), budget, options
+    )
     manifest = submission.rayjob_manifest(
         request.spec,
         budget,

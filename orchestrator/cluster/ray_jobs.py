@@ -20,6 +20,11 @@ from trainables.errors import BabysitterError
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 STUDY_KEY = "babysitter_study"
 SPEC_FILE = "submitted-spec.yaml"
+SUBMITTED = "submitted"  # the model files a job carries, in its study folder
+
+
+def submitted_file(study_dir: str, name: str) -> str:
+    return f"{study_dir}/{SUBMITTED}/{name}"
 
 
 def token_available() -> bool:
@@ -85,24 +90,36 @@ AGENT_WAIT_S, AGENT_RETRY_S = 60.0, 2.0
 
 
 def submit(
-    client: Any, study: str, study_dir: str, run_args: list[str], spec_text: str | None
+    client: Any,
+    study: str,
+    study_dir: str,
+    run_args: list[str],
+    spec_text: str | None,
+    files: dict[str, str] | None = None,
 ) -> str:
-    """Submit `babysit run STUDY RUN_ARGS`; returns the job id. A spec file travels in the
-    job's environment (``spec_text``) and lands in the study folder before the run.
+    """Submit `babysit run STUDY RUN_ARGS`; returns the job id. A spec (``spec_text``) and the
+    model files it names (``files``, text by name, named in the spec as
+    ``STUDY_DIR/submitted/NAME``) travel in the job's environment and land in the study folder
+    before the run.
 
     The code is not shipped as a working_dir: in Ray 2.60 a job driver's ray.init() can drop
     that directory from under the driver, taking its working directory with it."""
     words = [study, *run_args]
-    runtime_env: dict[str, Any] = {}
-    prelude = ""
+    env: dict[str, str] = {}
+    writes = []
     if spec_text is not None:
-        runtime_env["env_vars"] = {"BABYSITTER_SPEC": spec_text}
-        spec_path = f"{study_dir}/{SPEC_FILE}"
-        words[0] = spec_path
-        prelude = (
-            f"mkdir -p {shlex.quote(study_dir)} && "
-            f'printf "%s" "$BABYSITTER_SPEC" > {shlex.quote(spec_path)} && '
-        )
+        words[0] = f"{study_dir}/{SPEC_FILE}"
+        env["BABYSITTER_SPEC"] = spec_text
+        writes.append(("BABYSITTER_SPEC", words[0]))
+    for number, (name, text) in enumerate(sorted((files or {}).items())):
+        env[f"BABYSITTER_FILE_{number}"] = text
+        writes.append((f"BABYSITTER_FILE_{number}", submitted_file(study_dir, name)))
+    prelude = "".join(
+        f"mkdir -p {shlex.quote(str(Path(path).parent))} && "
+        f'printf "%s" "${variable}" > {shlex.quote(path)} && '
+        for variable, path in writes
+    )
+    runtime_env: dict[str, Any] = {"env_vars": env} if env else {}
     deadline = time.monotonic() + AGENT_WAIT_S
     while True:
         try:

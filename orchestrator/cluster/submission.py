@@ -13,11 +13,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from orchestrator.study import model_files
 from orchestrator.study.spec import StudySpec
 from trainables.errors import BabysitterError
 
 CLUSTER_DIR = Path(__file__).resolve().parents[2] / "cluster"
 RAY_VERSION = "2.60.0"
+SPEC_MOUNT = "/etc/babysitter"  # where the head's pod finds the spec and the model files
 _FIELD = re.compile(r"\{\{(\w+)\}\}")
 
 
@@ -102,13 +104,15 @@ def rayjob_manifest(
     studies_claim: str,
     data_claim: str,
 ) -> str:
-    spec_lines = spec.to_yaml().rstrip("\n").splitlines()
+    files = model_files.read_sources(spec)  # they travel in the ConfigMap, beside the spec
+    spec = model_files.relocated(spec, Path(SPEC_MOUNT))
     return render(
         template("kuberay", "rayjob.yaml"),
         {
             "job_name": _job_name(f"babysit-{spec.name}-{budget}"),
             "study_name": _job_name(spec.name),
-            "spec_yaml": "\n".join("    " + line for line in spec_lines),
+            "spec_yaml": _block(spec.to_yaml()),
+            "model_files": "".join(f"  {n}: |\n{_block(t)}\n" for n, t in files.items()) or "",
             "entrypoint": shlex.quote(f"python -m orchestrator run {run_args}"),
             "ray_version": RAY_VERSION,
             "image": image,
@@ -138,6 +142,11 @@ def hand_over(command: list[str], stdin: str | None = None) -> str:
         reason = proc.stderr.strip() or proc.stdout.strip() or f"exit {proc.returncode}"
         raise BabysitterError(f"{command[0]} refused the job: {reason.splitlines()[0][:300]}")
     return proc.stdout.strip()
+
+
+def _block(text: str) -> str:
+    """``text`` as the body of a YAML block scalar under a ConfigMap key."""
+    return "\n".join("    " + line for line in text.rstrip("\n").splitlines())
 
 
 def _job_name(text: str) -> str:

@@ -19,6 +19,7 @@ import pandas as pd
 from orchestrator.names import Step, round_stage
 from orchestrator.search.results import StageTables, disagreement
 from orchestrator.search.space import Param
+from orchestrator.study.model_files import keep_copies
 from orchestrator.study.records import (
     FinalRecord,
     NarrowingRecord,
@@ -54,6 +55,11 @@ class StudyFolder:
     @property
     def ray(self) -> Path:
         return self.path / "ray"
+
+    @property
+    def code(self) -> Path:
+        """Copies of the user's model files the study trains (see model_files)."""
+        return self.path / "code"
 
     @property
     def logs(self) -> Path:
@@ -149,9 +155,9 @@ class StudyFolder:
             state = self.update_state(study_id=uuid.uuid4().hex[:12])
         return state.study_id
 
-    def create(self, spec: StudySpec, target: Step) -> None:
-        """Write the spec, or check that the folder's study is this one: a study folder
-        never mixes two specs."""
+    def create(self, spec: StudySpec, target: Step, code: dict[str, Path] | None = None) -> None:
+        """Write the spec and keep a copy of each ``code`` file, or check that the folder's
+        study is this one: a study folder never mixes two specs."""
         if self.exists():
             saved = self.read_spec()
             differs = _first_difference(_comparable(saved), _comparable(spec))
@@ -162,8 +168,9 @@ class StudyFolder:
                     f"{key}={new!r}; resume it with `babysit resume {self.path}` or pass another "
                     "--study-dir"
                 )
-            if target.order <= self.read_state().target.order:
-                return
+        keep_copies(code or {}, self.code)
+        if self.exists() and target.order <= self.read_state().target.order:
+            return
         self.path.mkdir(parents=True, exist_ok=True)
         write_text(self.spec_file, spec.to_yaml())
         self.update_state(target=target)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,8 @@ class StudyStarted:
 class StudyObserver(StageEvents):
     """Every hook does nothing; an observer overrides the ones it needs. Hooks run in the
     study's process (trial hooks too: the stage runner forwards them from its trials)."""
+
+    speaks = False  # it tells a person what happens (the console): see Observers
 
     def study_started(self, started: StudyStarted) -> None: ...
 
@@ -89,10 +92,19 @@ class StudyObserver(StageEvents):
         """``observer`` raised ``error`` in ``hook`` and watches no more."""
 
 
+def stopped_watching(observer: str, hook: str, error: Exception) -> str:
+    first = (str(error).splitlines() or [""])[0][:160]
+    return (
+        f"warning  {observer} stopped watching: {type(error).__name__} in {hook} ({first}); "
+        "the study goes on, and the study folder keeps every record"
+    )
+
+
 class Observers(StudyObserver):
     """Several observers as one: each hook calls every observer in order. One that raises is
-    said in one line (the others' ``observer_failed``) and detached; the study goes on, since
-    its record is the study folder, not what an observer shows or copies of it."""
+    said in one line (the others' ``observer_failed``; on stderr when none left ``speaks``) and
+    detached; the study goes on, since its record is the study folder, not what an observer
+    shows or copies of it."""
 
     def __init__(self, observers: Sequence[StudyObserver] = ()) -> None:
         self.all = list(observers)
@@ -107,6 +119,8 @@ class Observers(StudyObserver):
                 if observer in self.all:
                     self.all.remove(observer)
                     self.observer_failed(type(observer).__name__, hook, exc)
+                    if not any(o.speaks for o in self.all):
+                        print(stopped_watching(type(observer).__name__, hook, exc), file=sys.stderr)
 
 
 def _fan_out(hook: str) -> Callable[..., None]:

@@ -238,8 +238,8 @@ def record_final(tracker: StudyTracker, folder: StudyFolder) -> None:
             wanted = folder.read_spec().outputs.mlflow_model
             if wanted and not tracker.client.get_run(run_id).data.tags.get("model"):
                 classes = len(test.class_names)
-                weights, example, code = served_weights(folder, final.config, classes, Path(tmp))
-                tags["model"] = log_model(tracker.target.uri, run_id, weights, example, code)
+                export = served_weights(folder, final.config, classes, Path(tmp))
+                tags["model"] = log_model(tracker.target.uri, run_id, export)
         tracker.finish_stage(Step.FINAL, metrics=metrics, tags=tags, artifacts=artifacts)
 
 

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from mlflow.pyfunc import PythonModel
 
+from trainables.config import is_file_reference
 from trainables.trial_state import model_from
 
 # model_export.WEIGHTS (this file runs where only trainables/ comes along): {"model_args", "state"}
@@ -29,7 +30,7 @@ class ServedModel(PythonModel):
         weights = Path(context.artifacts[WEIGHTS])
         saved = torch.load(weights, map_location=self.device, weights_only=True)
         args = saved["model_args"]
-        if ".py:" in args.get("model", "") and not Path(args["model"]).is_absolute():
+        if is_file_reference(args.get("model")) and not Path(args["model"]).is_absolute():
             args = {**args, "model": _logged_code(args, weights)}
         model = model_from(args)
         model.load_state_dict(saved["state"])

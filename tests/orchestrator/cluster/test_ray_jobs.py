@@ -21,6 +21,7 @@ from mlflow import MlflowClient
 from orchestrator.cluster.ray_runtime import ray_runtime
 from orchestrator.tracking.sqlite_store import embedded_uri
 from tests.conftest import BABYSIT, FACES, QUICK, assert_one_line_error
+from tests.orchestrator.study.test_model_files import NETS
 from tests.orchestrator.tracking.mlflow_checks import assert_study_recorded
 from tests.orchestrator.tracking.test_store import free_port
 
@@ -111,41 +112,51 @@ def job_count(cluster: Cluster) -> int:
     return int(listed.stdout.strip().splitlines()[-1].split()[0].lstrip("("))
 
 
-JOB_SPEC = (
-    """
+JOB_SPEC = """
 name: twonodes
-trial: {dataset: faces, train_subset: 300}
+trial: {{dataset: faces, train_subset: 300, model: "{net}:mlp"}}
 search_space:
-  lr: {loguniform: [1.0e-3, 1.0e-1]}
-  l2: {loguniform: [1.0e-5, 1.0e-3]}
-coarse: {trials: 2, epochs: 1}
-fine: {trials: 2, epochs: 1}
-final: {epochs: 1}
+  lr: {{loguniform: [1.0e-3, 1.0e-1]}}
+  l2: {{loguniform: [1.0e-5, 1.0e-3]}}
+coarse: {{trials: 2, epochs: 1}}
+fine: {{trials: 2, epochs: 1}}
+final: {{epochs: 1}}
 min_rung_steps: 1  # plumbing, not judgement: no stretched rungs
-"""
-    + QUICK
-)
+""" + QUICK.replace("{", "{{").replace("}", "}}")
 
 
 @pytest.mark.slow
-def test_a_study_runs_as_a_ray_job_on_both_nodes(cluster, tmp_path):
-    """Two trials at a time on two one-CPU nodes: each stage uses both."""
+def test_a_study_of_a_users_network_runs_as_a_ray_job_on_both_nodes(cluster, tmp_path):
+    """Two trials at a time on two one-CPU nodes: each stage uses both. The user's model file
+    travels with the job: it is deleted as soon as the job is submitted."""
     study = tmp_path / "study"
+    net = Path(shutil.copy(NETS, tmp_path / "net.py"))
     spec_file = tmp_path / "twonodes.yaml"
-    spec_file.write_text(JOB_SPEC)
-    proc = babysit_on(
-        cluster, "submit", spec_file, "--address", cluster.address, "--data", FACES,
-        "--study-dir", study, "--skip-sanity", "--follow",
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
-    job = proc.stdout.split()[1]
-    assert f"job      {job} SUCCEEDED" in proc.stdout
-    assert "test accuracy" in proc.stdout and "(1396 images)" in proc.stdout
+    spec_file.write_text(JOB_SPEC.format(net=net))
+    command = [*BABYSIT, "submit", spec_file, "--address", cluster.address, "--data", FACES]
+    command += ["--study-dir", study, "--skip-sanity", "--follow"]
+    with subprocess.Popen(
+        list(map(str, command)), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=cluster.env,
+    ) as proc:  # fmt: skip
+        out = []
+        for line in proc.stdout:
+            out.append(line)
+            if line.startswith("job ") and "submitted to" in line:
+                net.unlink()
+        returncode = proc.wait(timeout=300)
+    output = "".join(out)
+    assert returncode == 0 and not net.exists(), output[-3000:]
+    job = output.split("job ", 1)[1].split()[0]
+    assert f"job      {job} SUCCEEDED" in output
+    assert "test accuracy" in output and "(1396 images)" in output
     coarse = pd.read_parquet(study / "results" / "coarse.parquet")
     fine = pd.read_parquet(study / "results" / "fine.parquet")
     assert len(coarse) == coarse["trial_id"].nunique() == 2
     assert pd.concat([coarse, fine])["node_id"].nunique() == 2  # trials ran on both nodes
-    assert f"cluster  all 2 Ray nodes see the study folder {study}" in proc.stdout
+    assert set(coarse["model"]) == {f"{study}/code/net.py:mlp"}  # the study's own copy
+    assert (study / "code" / "net.py").read_bytes() == NETS.read_bytes()
+    assert f"cluster  all 2 Ray nodes see the study folder {study}" in output
     assert not list(tmp_path.glob(".babysitter-shared-*"))  # the probe's marker is gone
     assert_study_recorded(embedded_uri(study), "twonodes", study)
 
@@ -153,7 +164,7 @@ def test_a_study_runs_as_a_ray_job_on_both_nodes(cluster, tmp_path):
     assert status.returncode == 0 and f"{job}  SUCCEEDED" in status.stdout
     logs = babysit_on(cluster, "jobs", "logs", job, "--address", cluster.address)
     assert logs.returncode == 0 and "test accuracy" in logs.stdout
-    assert cluster.token not in proc.stdout + proc.stderr + logs.stdout
+    assert cluster.token not in output + logs.stdout
     client = MlflowClient(embedded_uri(study))
     for run in client.search_runs([client.get_experiment_by_name("twonodes").experiment_id]):
         recorded = {**run.data.params, **run.data.tags}

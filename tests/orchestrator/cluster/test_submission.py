@@ -12,6 +12,7 @@ import yaml
 from orchestrator.cluster.submission import CLUSTER_DIR
 from orchestrator.study.spec import load_spec, parse_spec
 from tests.conftest import assert_one_line_error, babysit_here
+from tests.orchestrator.study.test_model_files import NETS
 
 
 def test_slurm_dry_run_prints_a_valid_sbatch_script_with_the_requested_nodes(tmp_path, cache_dir):
@@ -70,6 +71,20 @@ def test_kuberay_dry_run_prints_a_configmap_and_a_rayjob(tmp_path, cache_dir):
     assert mounts == {"/studies", "/data"}
     head = cluster["headGroupSpec"]["template"]["spec"]
     assert {v["name"] for v in head["volumes"]} == {"spec", "studies", "data"}
+
+
+def test_kuberay_carries_a_users_model_file_to_the_head_in_the_configmap(tmp_path, cache_dir):
+    net = tmp_path / "my net.py"  # a name the ConfigMap key cannot hold as it is
+    net.write_text(NETS.read_text())
+    spec = tmp_path / "mine.yaml"
+    spec.write_text(f"trial: {{dataset: faces, data: /data/faces.tar.gz, model: '{net}:mlp'}}\n")
+    proc = babysit_here("submit", spec, "--kuberay", "--dry-run", cache=cache_dir)
+    assert proc.returncode == 0, proc.stderr
+    config_map, _ = yaml.safe_load_all(proc.stdout)
+    assert set(config_map["data"]) == {"spec.yaml", "my_net.py"}
+    assert config_map["data"]["my_net.py"].rstrip("\n") == net.read_text().rstrip("\n")
+    shipped = parse_spec(config_map["data"]["spec.yaml"], "configmap")
+    assert shipped.trial["model"] == "/etc/babysitter/my_net.py:mlp"
 
 
 def test_submit_errors_are_one_line_and_write_nothing(tmp_path, cache_dir):

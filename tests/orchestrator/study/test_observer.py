@@ -39,3 +39,20 @@ def test_an_observer_that_raises_while_told_of_another_is_detached_too_and_the_r
         ("Failing", "observer_failed"),
         ("Failing", "sanity_skipped"),
     ]
+
+
+def test_when_the_console_itself_fails_its_warning_still_reaches_stderr(capsys):
+    class Console(Failing):
+        speaks = True
+
+    console, listening = Console("sanity_skipped"), Listening()
+    observers = Observers([console, listening])
+    observers.sanity_skipped()
+    assert listening.heard == [("Console", "sanity_skipped")]
+    err = capsys.readouterr().err.splitlines()
+    assert err == [
+        "warning  Console stopped watching: OSError in sanity_skipped (disk); the study goes on, "
+        "and the study folder keeps every record"
+    ]
+    Observers([Console("sanity_skipped"), Console()]).sanity_skipped()  # another still speaks
+    assert capsys.readouterr().err == ""

@@ -53,7 +53,9 @@ def test_a_study_of_a_users_resnet_searches_its_width_and_serves_it_without_its_
     assert ratios["status"] == "pass" and named <= set(ratios["values"])
     coarse = pd.read_parquet(study_dir / "results" / "coarse.parquet")
     assert set(coarse["arch.width"]) <= {4, 8} and coarse["weight_decay"].nunique() == 4
-    assert set(coarse["model"]) == {f"{nets}:small_resnet"} and set(coarse["arch.depth"]) == {1}
+    copy = study_dir.absolute() / "code" / "my_nets.py"  # the study trains its own copy
+    assert set(coarse["model"]) == {f"{copy}:small_resnet"} and set(coarse["arch.depth"]) == {1}
+    assert copy.read_bytes() == NETS.read_bytes()
     report = (study_dir / "report.html").read_text()
     for view in ("filters", "fc_weights", "activations", "update_ratio", "confusion"):
         assert f'alt="{view}"' in report  # every view of its insides, drawn
