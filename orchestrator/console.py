@@ -105,6 +105,9 @@ def narrowing_lines(record: NarrowingRecord) -> str:
     ]
     for d in record.decisions:
         (kind, old), (_, new) = next(iter(d.old.items())), next(iter(d.new.items()))
+        if kind == "choice":  # its reason says {old} -> {new}
+            lines.append(f"  {d.name:<10} choice {d.reason}")
+            continue
         lines.append(
             f"  {d.name:<10} {kind} [{old[0]:.3g}, {old[1]:.3g}] -> [{new[0]:.3g}, "
             f"{new[1]:.3g}]  {d.reason}"

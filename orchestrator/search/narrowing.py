@@ -14,6 +14,11 @@ guardrails a noisy score needs:
   whose penalty at initialisation is far above ln C);
 - flagged trials (not learning, penalty-dominated, near chance) count only when no trial is
   healthy.
+
+A choice keeps the values seen among the top trials; a value none of them has is dropped only
+when its best trial lost to the last of the top beyond error, both scored at the same epoch
+(ASHA stops most trials early, and an early score of a slow starter is not its last word); a
+value without a usable trial is kept.
 """
 
 from __future__ import annotations
@@ -23,8 +28,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrator.search.ranking import finite, known
-from orchestrator.search.space import Range
+import pandas as pd
+
+from orchestrator.names import METRIC
+from orchestrator.search.ranking import ERROR, finite, known
+from orchestrator.search.space import Param, Range
 
 EDGE = 0.1  # a trial within this share of the span from a boundary sits on it
 MARGIN = 0.25
@@ -48,6 +56,94 @@ class NarrowDecision:
     trial_ids: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class ChoiceDecision:
+    old: Param
+    new: Param
+    reason: str
+    trial_ids: tuple[str, ...]
+
+
+def top_trials(ranked: Sequence[dict[str, Any]], top_k: int) -> list[dict[str, Any]]:
+    """The ``top_k`` best, healthy ones first: flagged trials count only when none is healthy."""
+    if not ranked:
+        raise ValueError("no completed trials to narrow from")
+    healthy = [t for t in ranked if not t.get("flag")]
+    return list(healthy or ranked)[:top_k]
+
+
+def narrow_choice(
+    old: Param,
+    ranked: Sequence[dict[str, Any]],
+    epochs: pd.DataFrame | None = None,
+    *,
+    top_k: int = 10,
+) -> ChoiceDecision:
+    """The values of choice ``old`` the next round keeps, from the ``top_k`` best of ``ranked``
+    (as ``narrow``'s); ``epochs`` (a stage's epoch rows) scores two trials at the same epoch."""
+    top = top_trials(ranked, top_k)
+    kept, dropped, held, notes = [], [], [], []
+    for value in old.values:
+        count = sum(_same(t.get(old.name), value) for t in top)
+        if count:
+            kept.append(value)
+            held.append(f"{_text(value)} {count} of the top {len(top)}")
+            continue
+        tried = [t for t in ranked if _same(t.get(old.name), value)]
+        if not tried:
+            kept.append(value)
+            notes.append(f"{_text(value)} kept: no usable trial")
+            continue
+        lost, why = _lost(tried[0], top[-1], epochs)
+        (dropped if lost else kept).append(value)
+        notes.append(f"{_text(value)} {'dropped' if lost else 'kept'}: {why}")
+    new = Param(old.name, old.kind, tuple(kept))
+    change = f"{_values(old)} -> {_values(new)}" if dropped else f"{_values(old)} kept"
+    ids = tuple(str(t["trial_id"]) for t in top)
+    return ChoiceDecision(old, new, f"{change}: {'; '.join(held + notes)}", ids)
+
+
+def _lost(
+    best: dict[str, Any], bar: dict[str, Any], epochs: pd.DataFrame | None
+) -> tuple[bool, str]:
+    """Whether ``best`` (a value's best trial) scored below ``bar`` (the last top trial) by
+    more than its error, at the epoch both reached; and the evidence in words."""
+    at = min(int(best.get("epochs_run") or 0), int(bar.get("epochs_run") or 0))
+    mine, theirs = _at_epoch(best, at, epochs), _at_epoch(bar, at, epochs)
+    shown = f"its best {best['trial_id']} {_shown(mine)} vs {bar['trial_id']} {_shown(theirs)}"
+    shown += f" at epoch {at}" if at else ""
+    if _score(theirs) - _score(mine) > _error(mine):
+        return True, f"{shown}, below beyond its error"
+    return False, f"{shown}, within its error"
+
+
+def _at_epoch(trial: dict[str, Any], epoch: int, epochs: pd.DataFrame | None) -> dict[str, Any]:
+    """``trial``'s score and error as of ``epoch`` (its own last ones without the epoch rows)."""
+    if epochs is None or not epoch or METRIC not in epochs:
+        return trial
+    rows = epochs[(epochs["trial_id"] == trial["trial_id"]) & (epochs["epoch"] == epoch)]
+    if rows.empty:
+        return trial
+    row = rows.iloc[-1]
+    se = row[ERROR] if ERROR in rows else 0.0
+    return {"score": float(row[METRIC]), "score_se": float(se) if known(se) else 0.0}
+
+
+def _same(a: Any, b: Any) -> bool:
+    try:
+        return bool(a == b)
+    except (TypeError, ValueError):
+        return False
+
+
+def _text(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _values(param: Param) -> str:
+    return "{" + ", ".join(_text(v) for v in param.values) + "}"
+
+
 def narrow(
     ranges: Sequence[Range],
     ranked: Sequence[dict[str, Any]],
@@ -57,10 +153,7 @@ def narrow(
 ) -> list[NarrowDecision]:
     """One decision per range from the ``top_k`` best of ``ranked`` (usable trials, best first,
     judged by ``ranking.rank``: with ``score``, ``score_se`` and ``flag``)."""
-    if not ranked:
-        raise ValueError("no completed trials to narrow from")
-    healthy = [t for t in ranked if not t.get("flag")]
-    top = list(healthy or ranked)[:top_k]
+    top = top_trials(ranked, top_k)
     ids = tuple(str(t["trial_id"]) for t in top)
     limits = limits or {}
     return [_narrow_one(r, top, ids, limits.get(r.name)) for r in ranges]

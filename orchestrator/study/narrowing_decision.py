@@ -9,7 +9,7 @@ import math
 import pandas as pd
 
 from orchestrator.names import METRIC, Step, round_number, round_stage
-from orchestrator.search.narrowing import Limit, NarrowDecision, narrow
+from orchestrator.search.narrowing import Limit, NarrowDecision, narrow, narrow_choice
 from orchestrator.search.ranking import rank
 from orchestrator.search.space import Param
 from orchestrator.study.records import NarrowingRecord, RangeDecision, SanityRecord
@@ -44,37 +44,42 @@ def decide_narrowing(
     limits: dict[str, Limit] | None = None,
     source: str = Step.COARSE,
     space: dict[str, Param] | None = None,
+    epochs: pd.DataFrame | None = None,
 ) -> NarrowingRecord:
     """The next round's space from the top trials of round ``source`` (which searched
     ``space``, the spec's by default): the lecture's coarse -> fine, never widened past
-    ``limits``. With ``rounds: auto`` a fine round is the last when its best trials sit inside
-    the box and the box stopped shrinking (``stop`` says so)."""
+    ``limits``; a choice keeps the values the top trials hold (``epochs``, the round's epoch
+    rows, compare the others at equal epochs). With ``rounds: auto`` a fine round is the last
+    when its best trials sit inside the box and the box stopped shrinking (``stop`` says so)."""
     space = space if space is not None else spec.space()
     numeric = [p.range() for p in space.values() if p.numeric]
+    ranked = rank(trials).to_dict("records")
+    top_k = spec.narrowing.top_k
     try:
-        decisions = narrow(
-            numeric, rank(trials).to_dict("records"), top_k=spec.narrowing.top_k, limits=limits
-        )
+        decisions = narrow(numeric, ranked, top_k=top_k, limits=limits)
+        choices = [
+            narrow_choice(p, ranked, epochs, top_k=top_k)
+            for p in space.values()
+            if p.kind == "choice"
+        ]
     except ValueError:
         raise BabysitterError(nothing_usable(source, trials)) from None
     fine = dict(space)
     for d in decisions:
         fine[d.new.name] = space[d.new.name].with_range(d.new)
+    for c in choices:
+        fine[c.new.name] = c.new
     stop = ""
     if spec.rounds == AUTO and round_number(source) >= 2:
         stop = rounds_settled(decisions)
+    made = [(d.old.name, d.reason, d.trial_ids) for d in decisions]
+    made += [(c.old.name, c.reason, c.trial_ids) for c in choices]
     return NarrowingRecord(
         METRIC,
-        spec.narrowing.top_k,
+        top_k,
         tuple(
-            RangeDecision(
-                d.old.name,
-                space[d.old.name].to_spec(),
-                fine[d.old.name].to_spec(),
-                d.reason,
-                tuple(d.trial_ids),
-            )
-            for d in decisions
+            RangeDecision(name, space[name].to_spec(), fine[name].to_spec(), reason, tuple(ids))
+            for name, reason, ids in made
         ),
         {name: p.to_spec() for name, p in fine.items()},
         source=source,

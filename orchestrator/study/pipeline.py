@@ -226,7 +226,9 @@ class Study:
         record = self.folder.read_narrowing(into)
         if record is None:
             limits = narrowing_limits(spec, self.folder.read_sanity(), self.data)
-            record = decide_narrowing(spec, trials, limits, source, space)
+            stage = self.folder.read_stage(source)
+            epochs = stage.epochs if stage is not None else None
+            record = decide_narrowing(spec, trials, limits, source, space, epochs)
             self.folder.write_narrowing(record)
         self.events.narrowing_decided(record)
         return record

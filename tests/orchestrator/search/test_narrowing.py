@@ -3,9 +3,9 @@ import math
 import pandas as pd
 import pytest
 
-from orchestrator.search.narrowing import Limit, narrow
+from orchestrator.search.narrowing import Limit, narrow, narrow_choice
 from orchestrator.search.ranking import rank
-from orchestrator.search.space import Range
+from orchestrator.search.space import Param, Range
 from trainables.errors import ConfigError
 
 LR = Range("lr", 1e-6, 1e-3, log=True)
@@ -124,3 +124,48 @@ def test_a_worse_trial_on_a_boundary_is_named_so():
     rows = ranked([(0.996, 1e-4, 1e-3), (0.987, 9.5e-4, 1e-2)], se=0.003)
     (lr,) = narrow([LR], rows, top_k=2)
     assert "worse than t0 inside (0.996 +- 0.003): not widened" in lr.reason
+
+
+AUGMENT = Param("augment", "choice", (False, True))
+
+
+def augmented(scores, augment, epochs_run=3, se=0.02):
+    rows = [(s, 1e-4, 1e-3) for s in scores]
+    return ranked(rows, se=se, augment=augment, epochs_run=epochs_run)
+
+
+def test_a_choice_keeps_what_the_top_trials_hold_and_drops_a_value_that_lost_beyond_error():
+    rows = augmented([0.9, 0.88, 0.86, 0.60, 0.58], [True, True, True, False, False])
+    decision = narrow_choice(AUGMENT, rows, top_k=3)
+    assert decision.new.values == (True,)
+    assert decision.reason.startswith("{false, true} -> {true}: ")
+    assert "true 3 of the top 3" in decision.reason
+    assert "false dropped: its best t3 0.600 +- 0.020 vs t2 0.860 +- 0.020" in decision.reason
+
+
+def test_a_choice_is_not_dropped_on_a_score_within_error_or_without_a_usable_trial():
+    rows = augmented([0.9, 0.88, 0.86, 0.85], [True, True, True, False])
+    decision = narrow_choice(AUGMENT, rows, top_k=3)
+    assert decision.new.values == (False, True) and "false kept:" in decision.reason
+    assert decision.reason.startswith("{false, true} kept: ")
+    widths = Param("width", "choice", (1, 2, 4))
+    rows = ranked([(0.9, 1e-4, 1e-3), (0.5, 1e-4, 1e-3)], width=[1, 2])
+    kept = narrow_choice(widths, rows, top_k=1)
+    assert kept.new.values == (1, 4) and "4 kept: no usable trial" in kept.reason
+
+
+def test_a_slow_starter_stopped_early_is_compared_at_the_epoch_it_reached():
+    """ASHA stopped t3 after epoch 1; at epoch 1 the top trial scored no better than it did."""
+    rows = augmented([0.9, 0.88, 0.60], [True, True, False], epochs_run=[3, 3, 1])
+    epochs = pd.DataFrame(
+        {
+            "trial_id": ["t0", "t0", "t0", "t1", "t1", "t1", "t2"],
+            "epoch": [1, 2, 3, 1, 2, 3, 1],
+            "val_acc": [0.55, 0.8, 0.9, 0.61, 0.8, 0.88, 0.60],
+            "val_acc_se": 0.02,
+        }
+    )
+    fair = narrow_choice(AUGMENT, rows, epochs, top_k=2)
+    assert fair.new.values == (False, True)
+    assert "its best t2 0.600 +- 0.020 vs t1 0.610 +- 0.020 at epoch 1" in fair.reason
+    assert narrow_choice(AUGMENT, rows, top_k=2).new.values == (True,)  # unfair without them

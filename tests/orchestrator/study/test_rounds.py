@@ -172,6 +172,21 @@ def test_the_round_rule_on_planted_fine_results(rows, stops):
     assert NarrowingRecord.from_dict(json.loads(json.dumps(record.to_dict()))) == record
 
 
+def test_a_searched_choice_is_narrowed_recorded_and_said_with_its_evidence():
+    from orchestrator.console import narrowing_lines
+    from orchestrator.search.space import parse_space
+
+    rows = [(0.9, 1e-2, 1e-4), (0.89, 2e-2, 2e-4), (0.88, 3e-2, 1e-4), (0.5, 1e-2, 1e-4)]
+    trials = _fine_trials(rows).assign(augment=[True, True, True, False])
+    spec = load_spec("faces").with_changes(narrowing={"top_k": 3})
+    space = parse_space({"lr": {"loguniform": [1e-3, 1e-1]}, "augment": {"choice": [False, True]}})
+    record = decide_narrowing(spec, trials, None, "coarse", space)
+    assert record.space()["augment"].values == (True,)
+    assert NarrowingRecord.from_dict(json.loads(json.dumps(record.to_dict()))) == record
+    (line,) = [x for x in narrowing_lines(record).splitlines() if "augment" in x]
+    assert line.startswith("  augment    choice {false, true} -> {true}: true 3 of the top 3;")
+
+
 @pytest.mark.slow
 def test_a_study_killed_mid_round_and_mid_cross_validated_trial_loses_and_repeats_nothing(
     tiny_faces, cache_dir, study_dir, tmp_path
