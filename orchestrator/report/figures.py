@@ -92,6 +92,53 @@ def search_map(view: StudyView) -> Figure | None:
     return figure
 
 
+def choices(view: StudyView) -> Figure | None:
+    """A panel per searched choice (batch_norm, augment, a model's ``arch.*`` choice, ...): every
+    trial's score over the value it drew, a colour per round, so that what the top trials hold
+    and what narrowing kept is seen at once; the chosen value is named below its panel."""
+    names = view.choices[:6]
+    if not names:
+        return None
+    figure, axes = subplots(1, len(names), figsize=(3.4 * len(names) + 1, 3.8), squeeze=False)
+    chosen = _chosen(view) or {}
+    jitter = np.random.default_rng(0)
+    for ax, name in zip(axes[0], names, strict=True):
+        values = list(view.stages[0].space[name].values)
+        for stage, colour in zip(view.stages, OKABE_ITO, strict=False):
+            rows = stage.tables.trials
+            if name not in rows:
+                continue
+            where = [_position(values, v) for v in rows[name]]
+            x = np.array(where, dtype=float) + jitter.uniform(-0.15, 0.15, len(where))
+            for status, (marker, _) in MARKERS.items():
+                mine = (rows["status"] == status).to_numpy()
+                if mine.any():
+                    scores = rows[METRIC].astype(float).fillna(0)[mine]
+                    ax.scatter(x[mine], scores, marker=marker, s=22, color=colour, alpha=0.8)
+            ax.scatter([], [], color=colour, label=stage.name)
+        ax.set_xticks(range(len(values)), [_value_text(v) for v in values])
+        ax.set_xlim(-0.6, len(values) - 0.4)
+        if name in chosen:
+            ax.set_xlabel(f"{name} (chosen: {_value_text(chosen[name])})")
+        else:
+            ax.set_xlabel(name)
+        ax.set_ylabel(_label(METRIC))
+        ax.legend(fontsize=7, loc="lower right")
+    figure.suptitle("Choices: every trial's score by the value it drew (marker: status)")
+    return figure
+
+
+def _position(values: list[Any], value: Any) -> float:
+    for i, known_value in enumerate(values):
+        if known_value == value:
+            return i
+    return math.nan
+
+
+def _value_text(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool | np.bool_) else str(value)
+
+
 def curves(view: StudyView) -> Figure | None:
     """Loss and accuracy per epoch for the top trials of each round and the final run; dotted
     lines: the epochs where ASHA stopped trials (its rungs)."""

@@ -71,7 +71,8 @@ def build(view: StudyView, findings: list[Finding], insides: Section, wrong: Sec
     report.add(
         "search-map",
         "1. Search map",
-        report.figure("search_map", figures.search_map(view), "no search round has finished yet"),
+        report.figure("search_map", figures.search_map(view), "no search round has finished yet")
+        + (report.figure("choices", figures.choices(view), "") if view.choices else ""),
     )
     report.add(
         "curves",

@@ -49,6 +49,13 @@ class StudyView:
             return []
         return [name for name, p in self.stages[0].space.items() if p.numeric]
 
+    @property
+    def choices(self) -> list[str]:
+        """The searched settings that take one of a list of values (choice and grid)."""
+        if not self.stages:
+            return []
+        return [name for name, p in self.stages[0].space.items() if not p.numeric]
+
 
 def read_study(path: Path) -> StudyView:
     folder = StudyFolder(path)

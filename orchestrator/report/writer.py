@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from trainables.datasets import DataSplits
 
 # which figures each step's MLflow run holds: the search's on a stage run, the model's on final
-STAGE_FIGURES = ("search_map", "curves", "history", "importance")
+STAGE_FIGURES = ("search_map", "choices", "curves", "history", "importance")
 FINAL_FIGURES = ("curves", "update_ratio", "filters", "fc_weights", "activations", "confusion")
 FINAL_FIGURES += ("wrong",)
 

@@ -28,7 +28,7 @@ def test_the_study_writes_its_report_after_each_step_and_prints_the_diagnosis(st
     assert out.count(f"report   {folder.report_file} (") == 3  # coarse, fine, final
     assert "diagnose " in out.split("test accuracy")[-1]  # at the end, after the test report
     assert [p.name for p in folder.figures(Step.COARSE)] == [
-        "curves.png", "history.png", "importance.png", "search_map.png",
+        "choices.png", "curves.png", "history.png", "importance.png", "search_map.png",
     ]  # fmt: skip
     final = {p.name for p in folder.figures(Step.FINAL)}
     assert {"filters.png", "activations.png", "confusion.png", "update_ratio.png"} <= final
@@ -79,7 +79,7 @@ def test_the_report_opens_in_a_real_browser_with_every_view(study, tmp_path, cac
     assert errors == []
     assert set(VIEWS) <= {key for key, _ in shown}
     assert len(images) >= 10 and all(ok for _, ok in images), images
-    assert "filters" in dict(images) and "lr_probe" in dict(images)
+    assert {"filters", "lr_probe", "choices"} <= set(dict(images))
     assert diagnosis.strip()  # a finding with its numbers, or the all-clear line
     assert "coarse: why ASHA stopped" in mattered and "compared with" in mattered
     assert (tmp_path / "report.png").stat().st_size > 50_000
