@@ -18,4 +18,4 @@ def test_a_finished_study_summary_reads_back_equal(finished_study):
     assert isinstance(summary.coarse, BestTrial) and isinstance(summary.fine, BestTrial)
     assert summary.final is not None and summary.final.round == "fine"
     assert summary.final.config["lr"] == summary.fine.params["lr"]
-    assert set(raw["coarse"]) == {"trial_id", "val_acc", "val_acc_se", "lr", "l2"}
+    assert set(raw["coarse"]) == {"trial_id", "val_acc", "val_acc_se", "lr", "l2", "augment"}
