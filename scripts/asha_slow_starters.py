@@ -19,6 +19,7 @@ Run: .venv/bin/python scripts/asha_slow_starters.py --dataset faces --configs 24
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import statistics
@@ -57,12 +58,15 @@ def draw(space_yaml: str, n: int, seed: int) -> list[dict[str, Any]]:
     return [{name: p.sample(rng) for name, p in space.items()} for _ in range(n)]
 
 
-def curve(config: TrialConfig) -> Curve:
+def curve(config: TrialConfig) -> tuple[Curve, float]:
+    """The config's val_acc after each epoch, and its seconds per epoch."""
     from trainables.train import train
 
     history = train(config, _DATA).history
+    history = [row for row in history if "val_acc" in row]  # a diverged epoch has none
     scores = [float(row["val_acc"]) for row in history]
-    return scores + [scores[-1] if scores else 0.0] * (config.epochs - len(scores))  # diverged
+    seconds = statistics.mean(float(row["epoch_seconds"]) for row in history) if history else 0.0
+    return scores + [scores[-1] if scores else 0.0] * (config.epochs - len(scores)), seconds
 
 
 @dataclass(frozen=True)
@@ -78,14 +82,13 @@ def replay(
     curves: dict[int, Curve], order: list[int], rule: Rule, epochs: int
 ) -> tuple[dict[int, int], int]:
     """Which trials the rule stops (at which epoch) and the epochs it lets them train."""
-    rungs: dict[Any, Rungs] = {}
+    rungs = Rungs.asha(rule.grace, 3, epochs)
     stopped, spent = {}, 0
     for trial in order:
-        key = rule.group(trial) if rule.group else None
-        judge = rungs.setdefault(key, Rungs.asha(rule.grace, 3, epochs))
+        group = str(rule.group(trial)) if rule.group else ""
         for epoch, score in enumerate(curves[trial], start=1):
             spent += 1
-            decision = judge.decide(str(trial), epoch, score)
+            decision = rungs.decide(str(trial), epoch, score, group)
             if decision is not None and decision.stopped:
                 stopped[trial] = epoch
                 break
@@ -105,8 +108,26 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--space", default=KNOBS, help="a search space, as YAML")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--curves", type=Path, help="a JSON file: read if it exists, else written")
     args = parser.parse_args(argv)
 
+    drawn = draw(args.space, args.configs, args.seed)
+    if args.curves and args.curves.exists():
+        saved = json.loads(args.curves.read_text())
+        drawn, curves, seconds = saved["drawn"], saved["curves"], saved["seconds"]
+        curves = {int(t): c for t, c in curves.items()}
+        seconds = {int(t): s for t, s in seconds.items()}
+        args.configs, args.epochs = len(drawn), len(curves[0])
+    else:
+        curves, seconds = train_all(args, drawn)
+    if args.curves and not args.curves.exists():
+        args.curves.write_text(json.dumps({"drawn": drawn, "curves": curves, "seconds": seconds}))
+    judge(args, drawn, curves, seconds)
+
+
+def train_all(
+    args: argparse.Namespace, drawn: list[dict[str, Any]]
+) -> tuple[dict[int, Curve], dict[int, float]]:
     global _DATA
     base = TrialConfig(
         dataset=args.dataset,
@@ -116,7 +137,6 @@ def main(argv: list[str] | None = None) -> None:
         threads=1,
     )
     _DATA = load_data(base, default_cache_dir())
-    drawn = draw(args.space, args.configs, args.seed)
     configs = [base.replace(seed=i, **c) for i, c in enumerate(drawn)]
     print(
         f"asha_slow_starters: {_DATA.summary()}; {args.configs} configs x {args.epochs} epochs, "
@@ -125,10 +145,20 @@ def main(argv: list[str] | None = None) -> None:
     start = time.perf_counter()
     if args.workers > 1:  # forked: each worker has the decoded data already
         with ProcessPoolExecutor(args.workers) as pool:
-            curves = dict(enumerate(pool.map(curve, configs)))
+            trained = list(pool.map(curve, configs))
     else:
-        curves = dict(enumerate(map(curve, configs)))
+        trained = list(map(curve, configs))
     print(f"trained  {args.configs * args.epochs} epochs in {time.perf_counter() - start:.0f} s")
+    return dict(enumerate(c for c, _ in trained)), dict(enumerate(s for _, s in trained))
+
+
+def judge(
+    args: argparse.Namespace,
+    drawn: list[dict[str, Any]],
+    curves: dict[int, Curve],
+    seconds: dict[int, float],
+) -> None:
+    """Replays each rule on the curves and prints what it stopped and what it spent."""
 
     final = {t: c[-1] for t, c in curves.items()}
     best = sorted(final, key=final.get, reverse=True)[: args.top]

@@ -89,7 +89,8 @@ class LocalStageRunner:
             events.trial_epoch(run.name, trial, row)
             if report.status != TrialStatus.RUNNING:
                 return
-            decision = rungs.decide(trial.trial_id, report.epoch, row.get(METRIC, 0.0))
+            group = run.stage.scheduler.group(trial.config)
+            decision = rungs.decide(trial.trial_id, report.epoch, row.get(METRIC, 0.0), group)
             if decision is not None and decision.stopped:
                 raise _Stopped
 

@@ -35,6 +35,7 @@ from orchestrator.search.results import (
 )
 from orchestrator.search.rungs import DECISIONS_FILE, RungDecision, Rungs, rungs_of
 from orchestrator.search.stage import StageRun, Tally
+from orchestrator.search.stage_spec import Scheduler
 from orchestrator.search.tune_state import keep, repair
 from trainables.datasets import DataSplits
 from trainables.errors import BabysitterError
@@ -263,8 +264,7 @@ def _searcher(run: StageRun) -> Any:
 def _scheduler(run: StageRun) -> Any:
     if run.stage.scheduler.type == "fifo":
         return FIFOScheduler()
-    scheduler = run.stage.scheduler
-    return RungScheduler(scheduler.grace_period, scheduler.reduction_factor, run.stage.epochs)
+    return RungScheduler(run.stage.scheduler, run.stage.epochs)
 
 
 class RungScheduler(FIFOScheduler):
@@ -273,9 +273,9 @@ class RungScheduler(FIFOScheduler):
     (whose scheduler Tune rebuilds empty) reads its rungs back. Not Tune's staging folder:
     that one lives in the Ray session, and a resumed study has a new session."""
 
-    def __init__(self, grace: int, factor: float, epochs: int) -> None:
+    def __init__(self, scheduler: Scheduler, epochs: int) -> None:
         super().__init__()
-        self.grace, self.factor, self.epochs = grace, factor, epochs
+        self.scheduler, self.epochs = scheduler, epochs
         self.rungs: Rungs | None = None
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
@@ -285,7 +285,11 @@ class RungScheduler(FIFOScheduler):
             return TrialScheduler.STOP
         if self.rungs is None:  # the study's stage folder as it is now (it may have moved)
             log = _stage_folder(trial) / DECISIONS_FILE
-            self.rungs = Rungs.asha(self.grace, self.factor, self.epochs, log)
-        decision = self.rungs.decide(trial.trial_id, int(result["epoch"]), result[METRIC])
+            scheduler = self.scheduler
+            self.rungs = Rungs.asha(
+                scheduler.grace_period, scheduler.reduction_factor, self.epochs, log
+            )
+        group = self.scheduler.group(trial.config)
+        decision = self.rungs.decide(trial.trial_id, int(result["epoch"]), result[METRIC], group)
         stop = decision is not None and decision.stopped
         return TrialScheduler.STOP if stop else TrialScheduler.CONTINUE

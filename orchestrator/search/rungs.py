@@ -33,15 +33,17 @@ class RungDecision:
     cutoff: float
     compared: int
     stopped: bool
+    group: str = ""  # the scheduler's within: the rungs of trials with this value
 
     def columns(self) -> dict[str, float]:
         return dict(zip(COLUMNS, (self.rung, self.score, self.cutoff, self.compared), strict=True))
 
     def text(self) -> str:
         verdict = "<" if self.stopped else ">="
+        among = f" with {self.group}" if self.group else ""
         return (
             f"stopped at epoch {self.rung}: val_acc {self.score:.4f} {verdict} cutoff "
-            f"{self.cutoff:.4f} from {self.compared} earlier trials at that rung"
+            f"{self.cutoff:.4f} from {self.compared} earlier trials{among} at that rung"
         )
 
 
@@ -54,18 +56,22 @@ def decision_text(row: dict) -> str:
 
 
 class Rungs:
-    """The rungs of one stage: the scores recorded at each, and the decisions made there."""
+    """The rungs of one stage: the scores recorded at each, and the decisions made there; one
+    set of rungs per group of trials (the scheduler's ``within``), a single one by default."""
 
     def __init__(self, milestones: Iterable[int], factor: float, log: Path | None = None) -> None:
         self.factor, self.log = factor, log
-        self.recorded: dict[int, dict[str, float]] = {
-            int(m): {} for m in sorted(milestones, reverse=True)
-        }
+        self.milestones = sorted((int(m) for m in milestones), reverse=True)
+        self.recorded: dict[str, dict[int, dict[str, float]]] = {}
         self.decisions: list[RungDecision] = []
         if log is not None and log.exists():
             for decision in read_decisions(log, mend=True):
-                self.recorded.setdefault(decision.rung, {})[decision.trial_id] = decision.score
+                rungs = self._group(decision.group)
+                rungs.setdefault(decision.rung, {})[decision.trial_id] = decision.score
                 self.decisions.append(decision)
+
+    def _group(self, group: str) -> dict[int, dict[str, float]]:
+        return self.recorded.setdefault(group, {m: {} for m in self.milestones})
 
     @classmethod
     def asha(cls, grace: int, factor: float, epochs: int, log: Path | None = None) -> Rungs:
@@ -76,14 +82,17 @@ class Rungs:
             k += 1
         return cls(milestones, factor, log)
 
-    def decide(self, trial_id: str, epoch: int, score: float) -> RungDecision | None:
-        """The decision at the highest rung ``epoch`` reached, unless the trial was judged
-        there already; None between rungs. A trial stopped before an interruption is stopped
-        again at that rung when its restored run gets there (no rung is decided twice)."""
+    def decide(
+        self, trial_id: str, epoch: int, score: float, group: str = ""
+    ) -> RungDecision | None:
+        """The decision at the highest rung ``epoch`` reached, among the trials of ``group``,
+        unless the trial was judged there already; None between rungs. A trial stopped before
+        an interruption is stopped again at that rung when its restored run gets there (no
+        rung is decided twice)."""
         stopped = self.stopping().get(trial_id)
         if stopped is not None and epoch >= stopped.rung:
             return stopped
-        for milestone, recorded in self.recorded.items():
+        for milestone, recorded in self._group(group).items():
             if epoch < milestone or trial_id in recorded:
                 continue
             scores = [s for s in recorded.values() if math.isfinite(s)]  # nan: no score
@@ -91,7 +100,7 @@ class Rungs:
                 float(np.nanpercentile(scores, (1 - 1 / self.factor) * 100)) if scores else math.nan
             )
             decision = RungDecision(
-                trial_id, milestone, float(score), cutoff, len(scores), bool(score < cutoff)
+                trial_id, milestone, float(score), cutoff, len(scores), bool(score < cutoff), group
             )
             recorded[trial_id] = float(score)
             self.decisions.append(decision)

@@ -3,7 +3,8 @@ of its trials may use: the parts of a study spec a stage runner reads."""
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Collection, Mapping
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -16,6 +17,15 @@ class Scheduler(Strict):
     type: Literal["asha", "fifo"] = "asha"
     grace_period: int = Field(1, ge=1)
     reduction_factor: float = Field(3.0, gt=1)
+    # a searched choice: ASHA keeps one set of rungs per value, so that a value that learns
+    # slower in the first epochs (augmentation, a decaying schedule) competes with its own kind
+    within: str | None = None
+
+    def group(self, params: Mapping[str, Any]) -> str:
+        """The rungs a trial with these settings is judged at ('' when all share one set)."""
+        if self.within is None or self.within not in params:
+            return ""
+        return f"{self.within}={params[self.within]}"
 
 
 class Stage(Strict):
@@ -23,6 +33,22 @@ class Stage(Strict):
     epochs: int = Field(ge=1)
     search: Literal["random", "grid", "optuna"] = "random"
     scheduler: Scheduler = Scheduler()
+
+    def problem(self, name: str, choices: Collection[str]) -> str | None:
+        """What makes this stage impossible to run, given the space's searched choices."""
+        scheduler = self.scheduler
+        if scheduler.grace_period > self.epochs:
+            return (
+                f"{name}.scheduler.grace_period={scheduler.grace_period} is more than "
+                f"{name}.epochs={self.epochs}; lower it"
+            )
+        if scheduler.within is not None and scheduler.within not in choices:
+            known = ", ".join(choices) or "none"
+            return (
+                f"{name}.scheduler.within={scheduler.within}: must name a searched choice "
+                f"(searched choices: {known}); write it as {{choice: [...]}} or drop within"
+            )
+        return None
 
     def capped(self, trials: int, epochs: int) -> Stage:
         epochs = min(self.epochs, epochs)

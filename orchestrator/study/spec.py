@@ -187,11 +187,9 @@ class StudySpec(Strict):
         has_grid = any(p.kind == "grid" for p in searched.values())
         for name in SEARCH_STAGES:
             stage = self.stage(name)
-            if stage.scheduler.grace_period > stage.epochs:
-                raise ValueError(
-                    f"{name}.scheduler.grace_period={stage.scheduler.grace_period} is more than "
-                    f"{name}.epochs={stage.epochs}; lower it"
-                )
+            problem = stage.problem(name, [p.name for p in searched.values() if not p.numeric])
+            if problem:
+                raise ValueError(problem)
             if stage.search == "optuna" and has_grid:
                 raise ValueError(f"{name}.search=optuna cannot run grid parameters; use choice")
             if stage.search == "grid" and not has_grid:

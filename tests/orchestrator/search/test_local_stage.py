@@ -97,3 +97,40 @@ def test_a_stage_interrupted_at_random_points_ends_as_an_uninterrupted_one(tmp_p
         assert len(judged) == len(set(judged))
         best = rank(resumed.trials).iloc[0]["lr"]
         assert best == rank(straight.trials).iloc[0]["lr"]
+
+
+def slow_starters(config, data, *, on_epoch, checkpoint_path, resume) -> None:
+    """Augmented trials score low early and win late; plain ones score high early."""
+    for epoch in range(1, config.epochs + 1):
+        late = min(1.0, 0.1 * epoch) * (0.9 + 0.1 * config.lr)
+        val_acc = late if config.augment else 0.5 + 0.01 * config.lr
+        metrics = {"epoch": epoch, "val_acc": val_acc, "val_loss": 1 - val_acc}
+        on_epoch(EpochReport(epoch, metrics, TrialStatus.RUNNING))
+
+
+WITHIN_SPEC = """
+name: planted
+trial: {dataset: faces}
+search_space: {lr: {loguniform: [1.0e-4, 1.0]}, augment: {grid: [false, true]}}
+coarse: {trials: 5, epochs: 8, scheduler: {grace_period: 1, reduction_factor: 3%s}}
+fine: {trials: 1, epochs: 1}
+"""
+
+
+@pytest.mark.parametrize("within", ["", ", within: augment"])
+def test_rungs_within_a_choice_keep_its_slow_starters(tmp_path, within):
+    """Each augmented trial arrives after a plain twin that scores higher early and lower
+    late: one set of rungs cuts them all at the first rung, the best config among them;
+    with ``within: augment`` they compete with each other and the best of them wins."""
+    spec = parse_spec(WITHIN_SPEC % within, "planted")
+    run = StageRun("coarse", spec.coarse, spec.space(), spec.base_config(), spec.resources, 0,
+                   tmp_path)  # fmt: skip
+    trials = LocalStageRunner(slow_starters).run(run, None, StudyObserver()).trials
+    augmented = trials[trials["augment"]].sort_values("lr")
+    best = rank(trials).iloc[0]
+    if within:
+        assert best["trial_id"] == augmented["trial_id"].iloc[-1] and best["val_acc"] > 0.7
+        groups = {d.group for d in read_decisions(run.path / "asha.jsonl")}
+        assert groups == {"augment=False", "augment=True"}
+    else:
+        assert (augmented["status"] == "stopped_by_asha").all() and not best["augment"]

@@ -18,7 +18,7 @@ from orchestrator.search.rungs import Rungs, decision_text, read_decisions
 
 def test_a_trial_below_the_cutoff_of_the_scores_before_it_is_stopped():
     rungs = Rungs.asha(grace=1, factor=2, epochs=3)
-    assert list(rungs.recorded) == [2, 1]
+    assert rungs.milestones == [2, 1]
     first = rungs.decide("a", 1, 0.9)
     assert not first.stopped and first.compared == 0 and math.isnan(first.cutoff)
     below = rungs.decide("b", 1, 0.5)
@@ -61,7 +61,7 @@ def test_a_restored_stage_reads_its_rungs_back_and_skips_a_cut_line(tmp_path):
     with log.open("a") as out:
         out.write('{"trial_id": "c", "rung"')  # the driver killed mid-line
     after = Rungs.asha(1, 2, 4, log)
-    assert after.recorded[1] == {"a": 0.9, "b": 0.4}
+    assert after.recorded[""][1] == {"a": 0.9, "b": 0.4}
     assert after.decide("c", 1, 0.6).cutoff == before.decide("c", 1, 0.6).cutoff  # same cut
     lines = log.read_text().splitlines()  # the cut line dropped, not glued to the next one
     assert [json.loads(line)["trial_id"] for line in lines] == ["a", "b", "c", "c"]
@@ -85,6 +85,26 @@ def test_a_trial_stopped_before_an_interruption_stays_stopped_and_no_rung_is_dec
     assert [(d.trial_id, d.rung) for d in read_decisions(log)] == [
         ("a", 1), ("b", 1), ("a", 2), ("a", 4)
     ]  # fmt: skip
+
+
+def test_within_a_choice_a_slow_starter_faces_only_its_own_kind(tmp_path):
+    """With ``within: augment`` an augmented trial's early score is cut against the augmented
+    trials before it, not against the quicker plain ones; a restored stage keeps the groups."""
+    log = tmp_path / "asha.jsonl"
+    rungs = Rungs.asha(1, 3, 5, log)
+    for trial, score in (("p1", 0.50), ("p2", 0.48), ("p3", 0.52)):
+        rungs.decide(trial, 1, score, "augment=False")
+    assert rungs.decide("a1", 1, 0.35, "augment=True").compared == 0  # the first of its kind
+    slow = rungs.decide("a2", 1, 0.40, "augment=True")
+    assert not slow.stopped and (slow.cutoff, slow.compared) == (0.35, 1)
+    after = Rungs.asha(1, 3, 5, log)
+    lost = after.decide("a3", 1, 0.30, "augment=True")
+    assert lost.stopped and lost.compared == 2 and lost.group == "augment=True"
+    assert lost.text().endswith("from 2 earlier trials with augment=True at that rung")
+    plain = Rungs.asha(1, 3, 5)
+    for trial, score in (("p1", 0.50), ("p2", 0.48), ("p3", 0.52), ("a1", 0.35)):
+        plain.decide(trial, 1, score)
+    assert plain.decide("a2", 1, 0.40).stopped  # one set of rungs: the slow starter is cut
 
 
 @pytest.mark.slow

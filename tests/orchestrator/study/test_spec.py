@@ -14,21 +14,26 @@ fine: {trials: 2, epochs: 4}
 """
 
 
-def test_presets_reproduce_the_seed_recipe():
-    """The report's stages and ranges; faces takes its lr range from the lr probe (the
-    report's [1e-6, 1e-3] lies below the rates that learn faces)."""
-    assert presets() == ["cifar10", "faces", "imagefolder"]
-    assert load_spec("faces").lr_auto
-    assert load_spec("cifar10").search_space["lr"] == {"loguniform": [1e-6, 1e-3]}
+def test_presets_keep_the_seed_budget_and_search_the_knobs_beside_lr_and_l2():
+    """cifar10 and faces search the network's knobs within the seed's stages; the -seed
+    presets are the report's lr and l2 search, kept for comparison (faces-seed takes its lr
+    range from the lr probe: the report's [1e-6, 1e-3] lies below the rates that learn faces)."""
+    assert presets() == ["cifar10", "cifar10-seed", "faces", "faces-seed", "imagefolder"]
+    assert load_spec("faces-seed").lr_auto
+    assert load_spec("cifar10-seed").search_space["lr"] == {"loguniform": [1e-6, 1e-3]}
     for name in presets():
         spec = load_spec(name, data="/data/digits")
-        assert spec.base_config().dataset == name
-        l2 = spec.search_space["l2"]
-        assert l2 == {"loguniform": [1e-5, 10.0]}
+        assert spec.base_config().dataset == name.removesuffix("-seed")
         assert (spec.rounds, spec.cv, spec.min_rung_steps) == (2, "auto", 40)
         assert (spec.coarse.trials, spec.coarse.epochs) == (100, 5)
         assert (spec.fine.trials, spec.fine.epochs) == (30, 15)
         assert spec.narrowing.top_k == 10 and spec.coarse.scheduler.type == "asha"
+        knobs = set(spec.search_space) - {"lr", "l2"}
+        if name in ("cifar10", "faces"):
+            assert spec.lr_auto and knobs == {"batch_norm", "augment", "lr_schedule", "width"}
+            assert spec.search_space["width"] == {"choice": [1, 2]}
+        else:
+            assert not knobs and spec.search_space["l2"] == {"loguniform": [1e-5, 10.0]}
 
 
 def test_a_budget_caps_trials_epochs_and_images_and_is_recorded():
@@ -47,7 +52,7 @@ def test_a_spec_needs_only_what_differs_from_the_recipe():
     """Own data in one line: the rest is the recipe (the presets' stages and ranges, lr from
     the lr probe), and the study is named after its data folder."""
     spec = parse_spec("trial: {dataset: imagefolder, data: /data/my digits.tar.gz}", "d.yaml")
-    recipe = load_spec("faces")
+    recipe = load_spec("faces-seed")
     assert spec.name == "my-digits" and spec.lr_auto
     assert (spec.search_space, spec.coarse, spec.fine) == (
         recipe.search_space,
@@ -91,6 +96,11 @@ def test_a_valid_spec_parses_into_one_typed_object():
         (("momentum: 0.9", "momentum: 1.5"), "invalid momentum=1.5"),
         (("momentum: 0.9", "mementum: 0.9"), "unknown setting 'mementum'"),
         (("grace_period: 1", "grace_period: 5"), "grace_period=5 is more than coarse.epochs=3"),
+        (
+            ("grace_period: 1", "grace_period: 1, within: lr"),
+            "coarse.scheduler.within=lr: must name a searched choice (searched choices: "
+            "batch_size); write it as {choice: [...]} or drop within",
+        ),
         (("epochs: 3,", "epochs: 0,"), "coarse.epochs=0: Input should be greater than"),
         (("search_space:", "search_space: ]"), "not valid YAML"),
         (("fine:", "sanity: {probe_steps: 2}\nfine:"), "sanity.probe_steps=2"),
@@ -117,7 +127,10 @@ def test_outputs_and_default_sanity_settings_leave_the_study_the_same_study():
 
 
 def test_an_unknown_study_names_the_presets(tmp_path):
-    with pytest.raises(ConfigError, match="a preset \\(cifar10, faces, imagefolder\\) nor a spec"):
+    with pytest.raises(
+        ConfigError,
+        match="a preset \\(cifar10, cifar10-seed, faces, faces-seed, imagefolder\\) nor a spec",
+    ):
         load_spec(str(tmp_path / "nope.yaml"))
 
 

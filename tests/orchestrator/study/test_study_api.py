@@ -175,7 +175,7 @@ def test_a_stage_draws_the_same_settings_from_its_seed(spec):
     run = StageRun(
         "coarse", spec.coarse, spec.space(), spec.base_config(), spec.resources, 0, Path("x")
     )
-    assert list(rungs_of(run.stage).recorded) == [2, 1]  # grace 1, factor 2, 3 epochs
+    assert rungs_of(run.stage).milestones == [2, 1]  # grace 1, factor 2, 3 epochs
     first, second = list(samples(run)), list(samples(run))
     assert first == second and len({s["lr"] for s in first}) == 4
 
