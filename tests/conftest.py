@@ -111,7 +111,10 @@ search_space:
   lr: {{loguniform: [1.0e-3, 1.0e-1]}}
   l2: {{loguniform: [1.0e-5, 1.0e-3]}}
   augment: {{choice: [false, true]}}
-coarse: {{trials: 6, epochs: 3, scheduler: {{grace_period: 1, reduction_factor: 2}}}}
+coarse:
+  trials: 6
+  epochs: 3
+  scheduler: {{grace_period: 1, reduction_factor: 2, within: augment}}
 fine: {{trials: 3, epochs: 3}}
 final: {{epochs: 3}}
 narrowing: {{top_k: 3}}

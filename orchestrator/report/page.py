@@ -164,13 +164,14 @@ def _stops(stage: StageView) -> str:
     if "asha_rung" not in trials or not trials["asha_rung"].notna().any():
         return ""
     stopped = trials[trials["asha_rung"].notna()].sort_values("asha_score", ascending=False)
+    within = stage.within if stage.within in trials else None
     rows = [
         (
             str(r["trial_id"]),
             str(int(r["asha_rung"])),
             f"{r['asha_score']:.4f}",
             f"{r['asha_cutoff']:.4f}",
-            str(int(r["asha_compared"])),
+            str(int(r["asha_compared"])) + (f" with {within}={r[within]}" if within else ""),
         )
         for r in stopped.head(STOPS_SHOWN).to_dict("records")
     ]
@@ -179,6 +180,7 @@ def _stops(stage: StageView) -> str:
         f"<p>{html.escape(stage.name)}: why ASHA stopped {len(stopped)} trials. At a rung a "
         "trial goes on only if its val_acc reaches the cutoff, a quantile of the scores "
         "recorded there before it, so an early arrival faces few scores and a late one many"
+        + (f"; each {within} value has rungs of its own" if within else "")
         + (f" (the {len(rows)} highest shown, {more} more in the trials table)" if more else "")
         + ".</p>"
         + _table(("trial", "rung (epoch)", "val_acc", "cutoff", "compared with"), rows)

@@ -25,6 +25,7 @@ class StageView:
     tables: StageTables
     ranked: pd.DataFrame
     space: dict[str, Param]
+    within: str | None = None  # the scheduler's: ASHA's rungs kept per value of this choice
 
     @property
     def best(self) -> pd.Series | None:
@@ -71,7 +72,8 @@ def read_study(path: Path) -> StudyView:
         if tables is None:
             continue
         space = _space(folder, spec, name)
-        stages.append(StageView(name, tables, rank(tables.trials), space))
+        within = spec.stage(name).scheduler.within
+        stages.append(StageView(name, tables, rank(tables.trials), space, within))
     narrowings = [n for s in stages[1:] if (n := folder.read_narrowing(s.name))]
     last = folder.read_narrowing(round_stage(len(stages) + 1)) if stages else None
     if last is not None:

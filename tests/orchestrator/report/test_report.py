@@ -82,6 +82,7 @@ def test_the_report_opens_in_a_real_browser_with_every_view(study, tmp_path, cac
     assert {"filters", "lr_probe", "choices"} <= set(dict(images))
     assert diagnosis.strip()  # a finding with its numbers, or the all-clear line
     assert "coarse: why ASHA stopped" in mattered and "compared with" in mattered
+    assert "each augment value has rungs of its own" in mattered and "with augment=" in mattered
     assert (tmp_path / "report.png").stat().st_size > 50_000
 
 
