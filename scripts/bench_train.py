@@ -4,7 +4,10 @@ Same model, data, batch size, device and thread count, in one process, alternati
 (this machine's speed drifts by 10 % within a minute); prints the median images/s of each, their
 ratio (ours / plain) and the median of the rounds' ratios. On CUDA both loops keep the
 data on the GPU and train in bf16 autocast with channels_last.
-Run: .venv/bin/python scripts/bench_train.py [--device cuda]
+With --formats it instead times the plain loop in fp32 NCHW (what a CPU trial ran before)
+against channels_last, and channels_last under bf16 autocast (what a trial runs where the chip
+has bf16 units), for the seed CNN's width 1 and 2, with and without batch norm.
+Run: .venv/bin/python scripts/bench_train.py [--device cuda] [--formats]
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import torch.nn.functional as F
 from orchestrator.cli import default_cache_dir
 from trainables.config import TrialConfig
 from trainables.datasets import DataSplits, load_data
-from trainables.device import select_runtime
+from trainables.device import Runtime, select_runtime
 from trainables.evaluation import device_split
 from trainables.train import train as babysitter_train
 from trainables.trial_state import build_model
@@ -29,10 +32,10 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SOURCES = {"faces": DATA / "cbcl-faces.tar.gz", "cifar10": DATA / "cifar10-jpg.tar.gz"}
 
 
-def plain_loop(config: TrialConfig, data: DataSplits) -> float:
+def plain_loop(config: TrialConfig, data: DataSplits, runtime: Runtime | None = None) -> float:
     """The loop a practitioner writes by hand: pre-normalized tensors on the device, SGD,
     cross-entropy, no metrics, no checks."""
-    runtime = select_runtime(config.device, config.threads)
+    runtime = runtime or select_runtime(config.device, config.threads)
     model = build_model(config, data).to(runtime.device, memory_format=runtime.memory_format)
     opt = torch.optim.SGD(
         model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=2 * config.l2
@@ -45,7 +48,7 @@ def plain_loop(config: TrialConfig, data: DataSplits) -> float:
         for i in range(0, len(y_all), config.batch_size):
             index = order[i : i + config.batch_size]
             with runtime.autocast():
-                logits = model(x_all[index])
+                logits = model(x_all[index].contiguous(memory_format=runtime.memory_format))
             loss = F.cross_entropy(logits.float(), y_all[index])
             opt.zero_grad()
             loss.backward()
@@ -63,6 +66,42 @@ def ours(config: TrialConfig, data: DataSplits) -> float:
     return len(history) * len(data.train) / train_seconds
 
 
+class _Format(Runtime):
+    """A runtime with a chosen memory format, for --formats."""
+
+    def __init__(self, device: torch.device, bf16: bool, fmt: torch.memory_format) -> None:
+        super().__init__(device, bf16)
+        object.__setattr__(self, "fmt", fmt)
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return self.fmt  # type: ignore[attr-defined]
+
+
+def compare_formats(config: TrialConfig, data: DataSplits, rounds: int) -> None:
+    device = select_runtime(config.device, config.threads).device
+    variants = {
+        "fp32 NCHW": _Format(device, False, torch.contiguous_format),
+        "channels_last": _Format(device, False, torch.channels_last),
+        "channels_last+bf16": _Format(device, True, torch.channels_last),
+    }
+    for width in (1, 2):
+        for batch_norm in (False, True):
+            trial = config.replace(width=width, batch_norm=batch_norm)
+            speeds: dict[str, list[float]] = {name: [] for name in variants}
+            for runtime in variants.values():
+                plain_loop(trial.replace(epochs=1), data, runtime)
+            for _ in range(rounds):
+                for name, runtime in variants.items():
+                    speeds[name].append(plain_loop(trial, data, runtime))
+            base = statistics.median(speeds["fp32 NCHW"])
+            cells = ", ".join(
+                f"{name} {statistics.median(v):.0f} img/s (x{statistics.median(v) / base:.2f})"
+                for name, v in speeds.items()
+            )
+            print(f"width {width} batch_norm {batch_norm!s:5}: {cells}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", choices=sorted(SOURCES), default="faces")
@@ -72,6 +111,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--train-subset", type=int, default=None)
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu")
+    parser.add_argument("--formats", action="store_true", help="compare memory formats / bf16")
     args = parser.parse_args(argv)
     config = TrialConfig(
         dataset=args.dataset,
@@ -89,6 +129,9 @@ def main(argv: list[str] | None = None) -> None:
         f"device {select_runtime(config.device, args.threads).device}, "
         f"{args.epochs} epochs x {args.rounds} rounds (after one warm-up round each)"
     )
+    if args.formats:
+        compare_formats(config, data, args.rounds)
+        return
     warm = config.replace(epochs=1)
     plain_loop(warm, data), ours(warm, data)
     results: dict[str, list[float]] = {"plain": [], "ours": []}

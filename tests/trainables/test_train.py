@@ -115,6 +115,7 @@ def test_checkpoint_from_other_settings_is_refused(small, small_faces, tmp_path)
     saved = torch.load(tmp_path / "c.pt", weights_only=True)
     rebuilt = model_from(saved["model_args"])  # the checkpoint alone rebuilds its model
     rebuilt.load_state_dict(saved["model"])
+    rebuilt = rebuilt.to(memory_format=torch.channels_last)  # the trial's layout, the same kernels
     x = torch.as_tensor(small_faces.test.images[:4]).float()
     assert torch.equal(rebuilt.eval()(x), trained.model.eval()(x))
     with pytest.raises(BabysitterError, match=r"written with lr=0\.01, now lr=0\.02"):
