@@ -90,6 +90,24 @@ def add_l2(weights: list[torch.Tensor], l2: float) -> torch.Tensor:
     return penalty
 
 
+def gradients(
+    model: nn.Module,
+    weights: list[torch.Tensor],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    l2: float,
+    runtime: Runtime,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Forward and backward of one batch with the L2 penalty's gradient added: the loss (the
+    penalty included), the logits and the penalty, all still on the device."""
+    with runtime.autocast():
+        logits = model(x)
+    loss = F.cross_entropy(logits.float(), y)
+    loss.backward()
+    penalty = add_l2(weights, l2) if l2 > 0 else torch.zeros_like(loss)
+    return loss.detach() + penalty, logits, penalty
+
+
 class LossGuard:
     """The divergence rule without a host sync per step: each batch's loss and correct count
     stay on the device and are read together every ``SYNC_EVERY`` steps and at the epoch's end;
@@ -116,9 +134,14 @@ class LossGuard:
     def read(self) -> bool:
         """Run the rule over the batches kept since the last read (one host sync); True when
         the trial diverged (``reason`` and ``last_loss`` say where)."""
-        state, factor = self.state, self.state.config.divergence_factor
         rows, sizes = self.pending[: len(self.sizes)].tolist(), self.sizes
         self.sizes = []
+        return self.take(rows, sizes)
+
+    def take(self, rows: list[list[float]], sizes: list[int]) -> bool:
+        """The rule over batches read elsewhere (a fused group reads all its members' at once):
+        ``rows`` of (loss, correct, penalty)."""
+        state, factor = self.state, self.state.config.divergence_factor
         for (loss, correct, penalty), size in zip(rows, sizes, strict=True):
             self.batches += 1
             self.seen += size
@@ -143,10 +166,20 @@ class TrainingFold:
     """One model trained on one split and scored on its validation images, an epoch at a
     time: ``train`` runs one; cross-validation runs k side by side."""
 
-    def __init__(self, state: TrialState, data: DataSplits, runtime: Runtime) -> None:
+    def __init__(
+        self,
+        state: TrialState,
+        data: DataSplits,
+        runtime: Runtime,
+        splits: tuple[DeviceSplit, DeviceSplit] | None = None,
+    ) -> None:
+        """``splits``: train and val already on the device (members of a fused group share
+        them)."""
         self.state, self.runtime = state, runtime
-        self.train = device_split(data.train, data, runtime)
-        self.val = device_split(data.val, data, runtime)
+        self.train, self.val = splits or (
+            device_split(data.train, data, runtime),
+            device_split(data.val, data, runtime),
+        )
         counts = np.bincount(data.train.labels, minlength=data.num_classes)
         self.chance = float(counts.max() / max(counts.sum(), 1))
         self.reason = ""
@@ -157,17 +190,24 @@ class TrainingFold:
         """Train one epoch and validate; the metrics (partial, with ``reason`` set, when the
         guard stopped the epoch: the trial diverged). A split without validation images (a final
         model trained on train + val) reports no validation metrics."""
-        state, config = self.state, self.state.config
         t0 = time.perf_counter()
-        lr = lr_at(config, state.epoch)
-        guard, ratios = run_epoch(state, self.train, lr, self.runtime, on_batch)
+        lr = lr_at(self.state.config, self.state.epoch)
+        guard, ratios = run_epoch(self.state, self.train, lr, self.runtime, on_batch)
+        return self.close(guard, ratios, lr, t0, time.perf_counter() - t0)
+
+    def close(
+        self, guard: LossGuard, ratios: dict[str, float], lr: float, t0: float, seconds: float
+    ) -> dict[str, float]:
+        """The epoch's metrics from what its guard counted, ``seconds`` of training since
+        ``t0``; validation is scored here."""
+        state = self.state
         if guard.reason:
             self.reason = guard.reason
             metrics = {"epoch": state.epoch + 1, "lr": lr, "train_loss": guard.last_loss}
             metrics["train_acc"] = guard.correct / guard.seen
             state.history.append(metrics)
             return metrics
-        seen, train_seconds = guard.seen, time.perf_counter() - t0
+        seen, train_seconds = guard.seen, seconds
         state.epoch += 1
         metrics = {
             "epoch": state.epoch,
@@ -220,13 +260,8 @@ def run_epoch(
         x, y = split.x[index].contiguous(memory_format=runtime.memory_format), split.y[index]
         if config.augment:
             x = augment_batch(x, state.generator)
-        with runtime.autocast():
-            logits = model(x)
-        loss = F.cross_entropy(logits.float(), y)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        penalty = add_l2(weights, config.l2) if config.l2 > 0 else torch.zeros_like(loss)
-        loss = loss.detach() + penalty
+        loss, logits, penalty = gradients(model, weights, x, y, config.l2, runtime)
         if b == batches - 1:
             before = [w.detach().clone() for w in weights]
             optimizer.step()

@@ -1,0 +1,155 @@
+"""Images/s of K trials trained fused in one process vs the same K trials as K processes side by
+side vs one trial alone, on whatever device it finds (trainables/fused.py).
+
+Every variant trains the seed CNN with the trainable's own step (bf16 autocast and channels_last
+where the runtime uses them) on the same device-resident batches for the same number of steps;
+"images/s" counts member-images (K members on a batch of 64 count 64 K). Ratios are against the
+separate processes (what babysitter ran before) and against one trial, measured in this run.
+Run: .venv/bin/python scripts/bench_fused.py [--dataset cifar10] [--k 2 4 8] [--steps 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import time
+from pathlib import Path
+
+import torch
+
+from orchestrator.cli import default_cache_dir
+from trainables.config import TrialConfig
+from trainables.datasets import DataSplits, load_data
+from trainables.device import Runtime, select_runtime
+from trainables.epoch import gradients
+from trainables.evaluation import device_split
+from trainables.fused import FusedModels
+from trainables.networks import layer_weights
+from trainables.trial_state import TrialState
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+SOURCES = {"faces": DATA / "cbcl-faces.tar.gz", "cifar10": DATA / "cifar10-jpg.tar.gz"}
+
+
+def member_configs(base: TrialConfig, k: int) -> list[TrialConfig]:
+    """K members a coarse stage could draw: lr, momentum and l2 spread in log space."""
+    return [
+        base.replace(
+            lr=0.002 * 2 ** (i % 5), momentum=(0.9, 0.5, 0.0)[i % 3], l2=1e-5 * 3**i, seed=i
+        )
+        for i in range(k)
+    ]
+
+
+def batches(data: DataSplits, runtime: Runtime, size: int, steps: int) -> list:
+    train = device_split(data.train, data, runtime)
+    g = torch.Generator(device=runtime.device).manual_seed(0)
+    picks = torch.randint(len(train.y), (steps, size), generator=g, device=runtime.device)
+    return [(train.x[i].contiguous(memory_format=runtime.memory_format), train.y[i]) for i in picks]
+
+
+def sync(runtime: Runtime) -> None:
+    if runtime.is_cuda:
+        torch.cuda.synchronize()
+
+
+def one_trial(config: TrialConfig, data: DataSplits, runtime: Runtime, work: list) -> float:
+    """Seconds for the trainable's step over ``work`` (after two warm-up steps)."""
+    state = TrialState.create(config, data, runtime)
+    weights = list(layer_weights(state.model).values())
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> None:
+        state.optimizer.zero_grad(set_to_none=True)
+        gradients(state.model, weights, x, y, config.l2, runtime)
+        state.optimizer.step()
+
+    for x, y in work[:2]:
+        step(x, y)
+    sync(runtime)
+    start = time.perf_counter()
+    for x, y in work:
+        step(x, y)
+    sync(runtime)
+    return time.perf_counter() - start
+
+
+def fused(configs: list[TrialConfig], data: DataSplits, runtime: Runtime, work: list) -> float:
+    group = FusedModels([TrialState.create(c, data, runtime) for c in configs], runtime)
+    for x, y in work[:2]:
+        group.step(x, y)
+    sync(runtime)
+    start = time.perf_counter()
+    for x, y in work:
+        group.step(x, y)
+    sync(runtime)
+    return time.perf_counter() - start
+
+
+def _process(config: TrialConfig, steps: int, barrier, results) -> None:
+    runtime = select_runtime(config.device, config.threads)
+    data = load_data(config, default_cache_dir())
+    work = batches(data, runtime, config.batch_size, steps)
+    barrier.wait()
+    results.put(one_trial(config, data, runtime, work))
+
+
+def separate_processes(configs: list[TrialConfig], steps: int) -> float:
+    """Wall seconds until the last of K processes, started together, has run its steps."""
+    ctx = mp.get_context("spawn")
+    barrier, results = ctx.Barrier(len(configs) + 1), ctx.Queue()
+    procs = [ctx.Process(target=_process, args=(c, steps, barrier, results)) for c in configs]
+    for p in procs:
+        p.start()
+    barrier.wait()
+    start = time.perf_counter()
+    for _ in procs:
+        results.get()
+    wall = time.perf_counter() - start
+    for p in procs:
+        p.join()
+    return wall
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", choices=sorted(SOURCES), default="cifar10")
+    parser.add_argument("--k", type=int, nargs="+", default=[2, 4])
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument("--batch-norm", action="store_true")
+    args = parser.parse_args(argv)
+    base = TrialConfig(
+        dataset=args.dataset,
+        data=str(SOURCES[args.dataset]),
+        batch_size=args.batch_size,
+        threads=args.threads,
+        device=args.device,
+        batch_norm=args.batch_norm,
+    )
+    runtime = select_runtime(base.device, base.threads)
+    data = load_data(base, default_cache_dir())
+    work = batches(data, runtime, args.batch_size, args.steps)
+    images = args.steps * args.batch_size
+    alone = images / one_trial(base, data, runtime, work)
+    print(
+        f"bench_fused: {data.summary()}; seed CNN, batch {args.batch_size}, {args.steps} steps, "
+        f"device {runtime.device}, bf16 {runtime.bf16}, batch_norm {args.batch_norm}"
+    )
+    print(f"one trial          {alone:9.0f} img/s")
+    for k in args.k:
+        configs = member_configs(base, k)
+        together = k * images / fused(configs, data, runtime, work)
+        threads = max(1, args.threads // k) if runtime.device.type == "cpu" else args.threads
+        apart_configs = [c.replace(threads=threads) for c in configs]
+        apart = k * images / separate_processes(apart_configs, args.steps)
+        print(
+            f"K={k:<3} fused      {together:9.0f} img/s | {k} processes ({threads} threads each) "
+            f"{apart:9.0f} img/s | fused / processes x{together / apart:.2f}, "
+            f"fused / one trial x{together / alone:.2f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
