@@ -53,8 +53,11 @@ def sync(runtime: Runtime) -> None:
         torch.cuda.synchronize()
 
 
-def one_trial(config: TrialConfig, data: DataSplits, runtime: Runtime, work: list) -> float:
-    """Seconds for the trainable's step over ``work`` (after two warm-up steps)."""
+def one_trial(
+    config: TrialConfig, data: DataSplits, runtime: Runtime, work: list, barrier=None
+) -> float:
+    """Seconds for the trainable's step over ``work`` (after two warm-up steps and, in a
+    process of its own, once all the processes are ready)."""
     state = TrialState.create(config, data, runtime)
     weights = list(layer_weights(state.model).values())
 
@@ -66,6 +69,8 @@ def one_trial(config: TrialConfig, data: DataSplits, runtime: Runtime, work: lis
     for x, y in work[:2]:
         step(x, y)
     sync(runtime)
+    if barrier is not None:
+        barrier.wait()
     start = time.perf_counter()
     for x, y in work:
         step(x, y)
@@ -89,8 +94,7 @@ def _process(config: TrialConfig, steps: int, barrier, results) -> None:
     runtime = select_runtime(config.device, config.threads)
     data = load_data(config, default_cache_dir())
     work = batches(data, runtime, config.batch_size, steps)
-    barrier.wait()
-    results.put(one_trial(config, data, runtime, work))
+    results.put(one_trial(config, data, runtime, work, barrier))
 
 
 def separate_processes(configs: list[TrialConfig], steps: int) -> float:
