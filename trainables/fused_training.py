@@ -75,22 +75,16 @@ def train_fused(
     while active and group is not None:
         members = [folds[k] for k in active]
         all_metrics = fused_epoch(group, members, runtime)
+        reports = [
+            _report(fold, metrics, paths[k])
+            for k, fold, metrics in zip(active, members, all_metrics, strict=True)
+        ]
         leaving = []
-        for k, fold, metrics in zip(active, members, all_metrics, strict=True):
-            state, result = fold.state, results[k]
+        for k, fold, report in zip(active, members, reports, strict=True):  # all saved first
             if fold.reason:
-                result.status, result.reason = DIVERGED, fold.reason
-                report = EpochReport(state.epoch + 1, metrics, DIVERGED)
-                leaving.append(k)
-                if on_epoch:
-                    on_epoch(k, report)
-                continue
-            if paths[k] is not None:
-                state.save(paths[k])
-            done = state.epoch == state.config.epochs
-            report = EpochReport(state.epoch, metrics, COMPLETED if done else RUNNING, paths[k])
+                results[k].status, results[k].reason = DIVERGED, fold.reason
             keep = on_epoch(k, report) if on_epoch else True
-            if done or not keep:
+            if report.status != RUNNING or not keep:
                 leaving.append(k)
         if leaving:
             stay = [i for i, k in enumerate(active) if k not in leaving]
@@ -100,6 +94,17 @@ def train_fused(
     for result, state in zip(results, states, strict=True):
         result.initial_loss = state.initial_loss
     return results
+
+
+def _report(fold: TrainingFold, metrics: dict[str, float], path: Path | None) -> EpochReport:
+    """A member's report of the epoch, its checkpoint written first (unless it diverged)."""
+    state = fold.state
+    if fold.reason:
+        return EpochReport(state.epoch + 1, metrics, DIVERGED)
+    if path is not None:
+        state.save(path)
+    done = state.epoch == state.config.epochs
+    return EpochReport(state.epoch, metrics, COMPLETED if done else RUNNING, path)
 
 
 def fused_epoch(

@@ -134,3 +134,132 @@ def test_rungs_within_a_choice_keep_its_slow_starters(tmp_path, within):
         assert groups == {"augment=False", "augment=True"}
     else:
         assert (augmented["status"] == "stopped_by_asha").all() and not best["augment"]
+
+
+FUSED_SPEC = """
+name: fused
+trial: {dataset: faces, train_subset: 300, batch_size: 32, threads: 2}
+search_space:
+  lr: {loguniform: [1.0e-3, 0.3]}
+  l2: {loguniform: [1.0e-5, 1.0e-2]}
+  batch_norm: {choice: [false, true]}
+coarse: {trials: 8, epochs: 4, scheduler: {grace_period: 1, reduction_factor: 2}}
+fine: {trials: 1, epochs: 1}
+"""
+
+
+class Recorder(StudyObserver):
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str]] = []
+
+    def trial_started(self, stage, trial) -> None:
+        self.seen.append(("started", trial.trial_id))
+
+    def trial_epoch(self, stage, trial, row) -> None:
+        self.seen.append(("epoch", trial.trial_id))
+
+
+def fused_stage(folder: Path, faces_config) -> StageRun:
+    spec = parse_spec(
+        FUSED_SPEC.replace("dataset: faces", f"dataset: faces, data: {faces_config.data}"), "fused"
+    )
+    return StageRun(
+        "coarse", spec.coarse, spec.space(), spec.base_config(), spec.resources, 0, folder
+    )
+
+
+@pytest.mark.slow
+def test_a_fused_stage_gives_the_tables_and_rungs_of_an_unfused_one(
+    tmp_path, faces_config, cache_dir
+):
+    from trainables.datasets import load_data
+
+    run = fused_stage(tmp_path / "fused", faces_config)
+    data = load_data(run.base, cache_dir)
+    seen = Recorder()
+    fused = LocalStageRunner(fuse=4).run(run, data, seen)
+    alone = LocalStageRunner().run(
+        fused_stage(tmp_path / "alone", faces_config), data, StudyObserver()
+    )
+
+    for mine, theirs in ((fused.trials, alone.trials), (fused.epochs, alone.epochs)):
+        assert list(mine.columns) == list(theirs.columns)
+    assert len(fused.trials) == 8 and set(fused.trials["status"]) <= {
+        "completed",
+        "stopped_by_asha",
+        "diverged",
+    }
+    assert (fused.trials["status"] == "stopped_by_asha").any()
+    epochs = fused.epochs.groupby("trial_id")["epoch"].max()
+    for trial_id, status in zip(fused.trials["trial_id"], fused.trials["status"], strict=True):
+        assert (epochs[trial_id] == 4) == (status == "completed"), (trial_id, status)
+    decisions = read_decisions(run.path / "asha.jsonl")
+    assert {d.trial_id for d in decisions} == set(fused.trials["trial_id"])
+    # members trained together: a trial started before another one's first epoch ended
+    order = [e for e, _ in seen.seen]
+    assert order[:2] == ["started", "started"]
+    assert rank(fused.trials).iloc[0]["val_acc"] > 0.8
+
+
+@pytest.mark.slow
+def test_a_fused_stage_interrupted_mid_group_resumes_with_every_trial_once(
+    tmp_path, faces_config, cache_dir
+):
+    from trainables.datasets import load_data
+    from trainables.fused_training import train_fused
+
+    run = fused_stage(tmp_path / "fused", faces_config)
+    data = load_data(run.base, cache_dir)
+    reports = 0
+
+    def killed(configs, data, *, on_epoch, **kwargs):
+        def counted(k, report):
+            nonlocal reports
+            reports += 1
+            if reports == 7:
+                raise KeyboardInterrupt
+            return on_epoch(k, report)
+
+        return train_fused(configs, data, on_epoch=counted, **kwargs)
+
+    with pytest.raises(KeyboardInterrupt):
+        LocalStageRunner(fuse=4, fused=killed).run(run, data, StudyObserver())
+    resumed = LocalStageRunner(fuse=4).run(run, data, StudyObserver())
+    assert len(resumed.trials) == 8 and resumed.trials["trial_id"].is_unique
+    assert not resumed.epochs.duplicated(["trial_id", "epoch"]).any()
+    judged = [(d.trial_id, d.rung) for d in read_decisions(run.path / "asha.jsonl")]
+    assert len(judged) == len(set(judged))
+
+
+@pytest.mark.slow
+def test_a_failed_group_retries_its_members_from_their_checkpoints(
+    tmp_path, faces_config, cache_dir
+):
+    from trainables.datasets import load_data
+    from trainables.fused_training import train_fused
+
+    run = fused_stage(tmp_path / "fused", faces_config)
+    run = StageRun(run.name, run.stage, run.space, run.base, run.resources, 1, run.storage)
+    data = load_data(run.base, cache_dir)
+    calls = []
+
+    def fails_once(configs, data, *, on_epoch, resume, **kwargs):
+        """Each group fails after its members' second epoch; its retry resumes them."""
+        calls.append(resume)
+
+        def failing(k, report):
+            keep = on_epoch(k, report)
+            if not resume and report.epoch == 2 and k == len(configs) - 1:
+                raise RuntimeError("CUDA error: an illegal memory access was encountered")
+            return keep
+
+        return train_fused(configs, data, on_epoch=failing, resume=resume, **kwargs)
+
+    tables = LocalStageRunner(fuse=4, fused=fails_once).run(run, data, StudyObserver())
+    assert calls[:2] == [False, True]
+    assert set(tables.trials["status"]) <= {"completed", "stopped_by_asha", "diverged"}
+    assert not tables.epochs.duplicated(["trial_id", "epoch"]).any()
+    assert (tables.trials["retries"] == 1).any()
+    rows = tables.epochs.groupby("trial_id").size()
+    completed = tables.trials[tables.trials["status"] == "completed"]["trial_id"]
+    assert len(completed) and (rows[completed] == 4).all()  # resumed from epoch 2, none lost
