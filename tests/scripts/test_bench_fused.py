@@ -1,0 +1,18 @@
+import re
+
+import pytest
+
+from tests.conftest import run_script
+
+
+@pytest.mark.slow
+def test_bench_fused_prints_fused_against_processes_and_one_trial(cache_dir):
+    """As a user runs it: K = 2 fused, 2 processes and one trial, each a figure and a ratio."""
+    args = ["--dataset", "faces", "--k", "2", "--steps", "6", "--threads", "2"]
+    proc = run_script("bench_fused.py", *args, cache=cache_dir)
+    assert proc.returncode == 0, proc.stderr
+    assert re.search(r"one trial\s+\d+ img/s", proc.stdout), proc.stdout
+    row = re.search(
+        r"K=2 .*fused / processes x([0-9.]+), fused / one trial x([0-9.]+)", proc.stdout
+    )
+    assert row and all(0.01 < float(v) < 100 for v in row.groups()), proc.stdout
