@@ -2,8 +2,9 @@
 
 Same model, data, batch size, device and thread count, in one process, alternating short rounds
 (this machine's speed drifts by 10 % within a minute); prints the median images/s of each, their
-ratio (ours / plain) and the median of the rounds' ratios. On CUDA both loops keep the
-data on the GPU and train in bf16 autocast with channels_last.
+ratio (ours / plain) and the median of the rounds' ratios. On CUDA the loops keep the data on
+the GPU and train in bf16 autocast with channels_last, and a third replays the plain loop's step
+as a CUDA graph (what a single trial could run at the chip's speed).
 With --formats it instead times the plain loop in fp32 NCHW (what a CPU trial ran before)
 against channels_last, and channels_last under bf16 autocast (what a trial runs where the chip
 has bf16 units), for the seed CNN's width 1 and 2, with and without batch norm.
@@ -56,6 +57,53 @@ def plain_loop(config: TrialConfig, data: DataSplits, runtime: Runtime | None = 
             seen += len(index)
     if runtime.is_cuda:
         torch.cuda.synchronize()
+    return seen / (time.perf_counter() - start)
+
+
+def graphed_loop(config: TrialConfig, data: DataSplits) -> float:
+    """The plain loop's step captured once as a CUDA graph and replayed per batch (PyTorch's
+    whole-network capture): each batch is copied into static inputs and one replay launches
+    every kernel of the step, so a small net is no longer bound by Python and launches. Full
+    batches only (a graph's shapes are fixed). CUDA only."""
+    runtime = select_runtime(config.device, config.threads)
+    model = build_model(config, data).to(runtime.device, memory_format=runtime.memory_format)
+    opt = torch.optim.SGD(
+        model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=2 * config.l2
+    )
+    train_split = device_split(data.train, data, runtime)
+    x_all, y_all = train_split.x, train_split.y
+    size = config.batch_size
+    static_x = x_all[:size].contiguous(memory_format=runtime.memory_format).clone()
+    static_y = y_all[:size].clone()
+
+    def step() -> None:
+        with runtime.autocast():
+            logits = model(static_x)
+        F.cross_entropy(logits.float(), static_y).backward()
+        opt.step()
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # warm-up off the capture: allocator, cuDNN, momentum buffers
+        for _ in range(3):
+            opt.zero_grad(set_to_none=True)
+            step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    opt.zero_grad(set_to_none=True)
+    with torch.cuda.graph(graph):
+        step()
+    full = len(y_all) // size * size
+    seen, start = 0, time.perf_counter()
+    for _ in range(config.epochs):
+        order = torch.randperm(len(y_all), device=runtime.device)
+        for i in range(0, full, size):
+            index = order[i : i + size]
+            static_x.copy_(x_all[index])
+            static_y.copy_(y_all[index])
+            graph.replay()
+            seen += size
+    torch.cuda.synchronize()
     return seen / (time.perf_counter() - start)
 
 
@@ -132,23 +180,27 @@ def main(argv: list[str] | None = None) -> None:
     if args.formats:
         compare_formats(config, data, args.rounds)
         return
+    loops = {"plain": plain_loop, "ours": ours}
+    if select_runtime(config.device, args.threads).is_cuda:
+        loops["graph"] = graphed_loop
     warm = config.replace(epochs=1)
-    plain_loop(warm, data), ours(warm, data)
-    results: dict[str, list[float]] = {"plain": [], "ours": []}
+    for loop in loops.values():
+        loop(warm, data)
+    results: dict[str, list[float]] = {key: [] for key in loops}
     for _ in range(args.rounds):
-        results["plain"].append(plain_loop(config, data))
-        results["ours"].append(ours(config, data))
-    plain, mine = (statistics.median(results[k]) for k in ("plain", "ours"))
-    for label, key, value in (
-        ("plain PyTorch loop", "plain", plain),
-        ("babysitter loop", "ours", mine),
-    ):
+        for key, loop in loops.items():
+            results[key].append(loop(config, data))
+    medians = {key: statistics.median(v) for key, v in results.items()}
+    labels = {"plain": "plain PyTorch loop", "ours": "babysitter loop", "graph": "CUDA-graph loop"}
+    for key, value in medians.items():
         rounds = ", ".join(f"{v:.0f}" for v in results[key])
-        print(f"{label:<19} {value:8.0f} img/s  (rounds: {rounds})")
-    paired = statistics.median(
-        o / p for o, p in zip(results["ours"], results["plain"], strict=True)
-    )
-    print(f"ratio ours / plain  {mine / plain:.3f}  (median of the rounds' ratios {paired:.3f})")
+        print(f"{labels[key]:<19} {value:8.0f} img/s  (rounds: {rounds})")
+    for key in ("ours", "graph")[: len(loops) - 1]:
+        paired = statistics.median(
+            o / p for o, p in zip(results[key], results["plain"], strict=True)
+        )
+        ratio = medians[key] / medians["plain"]
+        print(f"ratio {key} / plain  {ratio:.3f}  (median of the rounds' ratios {paired:.3f})")
 
 
 if __name__ == "__main__":
