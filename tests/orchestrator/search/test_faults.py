@@ -26,9 +26,9 @@ from tests.orchestrator.tracking.mlflow_checks import assert_stage_recorded, tre
 SPEC = (
     f"""
 name: faults
-trial: {{dataset: faces, data: {FACES}, train_subset: 200, threads: 1}}
+trial: {{dataset: faces, data: {FACES}, train_subset: 800, threads: 1}}
 search_space: {{lr: {{loguniform: [1.0e-3, 1.0e-1]}}}}
-coarse: {{trials: 6, epochs: 8, scheduler: {{type: fifo}}}}  # time for 5 kills
+coarse: {{trials: 6, epochs: 12, scheduler: {{type: fifo}}}}  # time for 5 kills
 fine: {{trials: 1, epochs: 1}}
 resources: {{max_concurrent: 2}}
 retries: 30
@@ -99,7 +99,7 @@ def test_trial_workers_killed_at_random_lose_nothing(tmp_path, cache_dir, local_
     assert errors.empty, errors.to_dict("records")
     assert trials["retries"].sum() >= 1
     epochs = pd.read_parquet(folder.results / "coarse_epochs.parquet")
-    assert len(epochs) == 6 * 8 and not epochs.duplicated(["trial_id", "epoch"]).any()
+    assert len(epochs) == 6 * 12 and not epochs.duplicated(["trial_id", "epoch"]).any()
     assert_stage_recorded(embedded_uri(folder.path), "faults", folder.path, "coarse")
     (_, runs) = tree(embedded_uri(folder.path), "faults")["coarse"]
     assert all(run.info.status == "FINISHED" for run in runs)
