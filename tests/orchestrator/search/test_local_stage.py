@@ -263,3 +263,38 @@ def test_a_failed_group_retries_its_members_from_their_checkpoints(
     rows = tables.epochs.groupby("trial_id").size()
     completed = tables.trials[tables.trials["status"] == "completed"]["trial_id"]
     assert len(completed) and (rows[completed] == 4).all()  # resumed from epoch 2, none lost
+
+
+@pytest.mark.slow
+def test_a_fused_study_is_recorded_as_an_unfused_one(tmp_path, cache_dir, empty_store):
+    """Coarse, fine and final with the stages' trials fused in fours: MLflow holds a stage run
+    per round, a child per trial with its status and every epoch's metrics, as for any study."""
+    from orchestrator import session
+    from orchestrator.names import BudgetName, Step
+    from orchestrator.study.folder import StudyFolder
+    from orchestrator.tracking.sqlite_store import embedded_uri
+    from tests.conftest import FACES, QUICK, seed_store
+    from tests.orchestrator.tracking.mlflow_checks import assert_study_recorded
+
+    spec = parse_spec(
+        f"""
+name: fused
+trial: {{dataset: faces, data: {FACES}, train_subset: 300, batch_size: 32, threads: 2}}
+search_space:
+  lr: {{loguniform: [1.0e-3, 0.1]}}
+  l2: {{loguniform: [1.0e-5, 1.0e-3]}}
+coarse: {{trials: 8, epochs: 3, scheduler: {{grace_period: 1, reduction_factor: 2}}}}
+fine: {{trials: 4, epochs: 3}}
+final: {{epochs: 2}}
+narrowing: {{top_k: 3}}
+min_rung_steps: 1
+"""
+        + QUICK,
+        "fused",
+    )
+    folder = StudyFolder(seed_store(tmp_path / "study", empty_store))
+    options = session.SessionOptions(cache_dir, echo=print, runner=LocalStageRunner(fuse=4))
+    session.run_new(spec, folder, Step.FINAL, BudgetName.FULL, options, skip_sanity=True)
+    assert_study_recorded(embedded_uri(folder.path), "fused", folder.path)
+    coarse = folder.read_stage("coarse").trials
+    assert len(coarse) == 8 and (coarse["status"] == "stopped_by_asha").any()
