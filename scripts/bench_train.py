@@ -114,24 +114,12 @@ def ours(config: TrialConfig, data: DataSplits) -> float:
     return len(history) * len(data.train) / train_seconds
 
 
-class _Format(Runtime):
-    """A runtime with a chosen memory format, for --formats."""
-
-    def __init__(self, device: torch.device, bf16: bool, fmt: torch.memory_format) -> None:
-        super().__init__(device, bf16)
-        object.__setattr__(self, "fmt", fmt)
-
-    @property
-    def memory_format(self) -> torch.memory_format:
-        return self.fmt  # type: ignore[attr-defined]
-
-
 def compare_formats(config: TrialConfig, data: DataSplits, rounds: int) -> None:
     device = select_runtime(config.device, config.threads).device
     variants = {
-        "fp32 NCHW": _Format(device, False, torch.contiguous_format),
-        "channels_last": _Format(device, False, torch.channels_last),
-        "channels_last+bf16": _Format(device, True, torch.channels_last),
+        "fp32 NCHW": Runtime(device, False, torch.contiguous_format),
+        "channels_last": Runtime(device, False, torch.channels_last),
+        "channels_last+bf16": Runtime(device, True, torch.channels_last),
     }
     for width in (1, 2):
         for batch_norm in (False, True):

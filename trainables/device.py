@@ -17,14 +17,11 @@ from trainables.errors import ConfigError
 class Runtime:
     device: torch.device
     bf16: bool = False
+    memory_format: torch.memory_format = torch.channels_last
 
     @property
     def is_cuda(self) -> bool:
         return self.device.type == "cuda"
-
-    @property
-    def memory_format(self) -> torch.memory_format:
-        return torch.channels_last
 
     def autocast(self) -> contextlib.AbstractContextManager:
         if self.bf16:

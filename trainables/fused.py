@@ -99,9 +99,6 @@ class FusedModels:
         self.slots = self._stack_optimizer_states(states)
         self.set_hyper(configs, [c.lr for c in configs])
 
-    def __len__(self) -> int:
-        return len(self.l2)
-
     def set_hyper(self, configs: list[TrialConfig], lrs: list[float]) -> None:
         """Each member's numbers for the next steps (its lr changes with its schedule)."""
         device = self.runtime.device
@@ -109,12 +106,10 @@ class FusedModels:
         def column(values: list[float]) -> torch.Tensor:
             return torch.tensor(values, dtype=torch.float32, device=device)
 
-        self.configs = list(configs)
         self.lr = column(lrs)
         self.momentum = column([c.momentum for c in configs])
         self.l2 = column([c.l2 for c in configs])
         self.weight_decay = column([c.weight_decay for c in configs])
-        self.lrs = [float(v) for v in lrs]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         def one(params: dict, buffers: dict, images: torch.Tensor) -> torch.Tensor:
@@ -188,8 +183,8 @@ class FusedModels:
         for slot in self.slots.values():
             for key in slot:
                 slot[key] = slot[key].index_select(0, index)
-        configs = [self.configs[i] for i in members]
-        self.set_hyper(configs, [self.lrs[i] for i in members])
+        for name in ("lr", "momentum", "l2", "weight_decay"):
+            setattr(self, name, getattr(self, name).index_select(0, index))
 
     def _stack_optimizer_states(self, states: list[TrialState]) -> dict[str, dict]:
         """Each parameter's optimizer slots stacked over members (zeros before a first step,

@@ -158,9 +158,7 @@ def update_ratios(
 ) -> list[dict[str, float]]:
     """Each member's last-step update / weight ratio per layer, named as ``run_epoch`` names
     them (conv1, ..., fc2)."""
-    model = folds[0].state.model
-    names = {id(p): n for n, p in model.named_parameters()}
-    layers = {label: names[id(w)] for label, w in layer_weights(model).items()}
+    layers = dict(zip(layer_weights(folds[0].state.model), group.penalized, strict=True))
     columns = [
         (group.params[name] - before[name]).flatten(1).norm(dim=1)
         / before[name].flatten(1).norm(dim=1)
