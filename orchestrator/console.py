@@ -250,6 +250,9 @@ class ConsoleObserver(StudyObserver):
     def stage_progress(self, stage: str, tally: StageTally) -> None:
         self.echo(progress_line(stage, tally))
 
+    def stage_fused(self, stage: str, line: str) -> None:
+        self.echo(f"{stage:<6} {line}")
+
     def stage_results(
         self, stage: str, trials: pd.DataFrame, searched: list[str], top_k: int, path: Path
     ) -> None:

@@ -22,8 +22,7 @@ from trainables.config import TrialConfig
 from trainables.datasets import DataSplits, load_data
 from trainables.device import Runtime, select_runtime
 from trainables.epoch import gradients
-from trainables.evaluation import device_split
-from trainables.fused import FusedModels
+from trainables.fused_knee import sample_batches, stack_seconds, sync
 from trainables.networks import layer_weights
 from trainables.trial_state import TrialState
 
@@ -39,18 +38,6 @@ def member_configs(base: TrialConfig, k: int) -> list[TrialConfig]:
         )
         for i in range(k)
     ]
-
-
-def batches(data: DataSplits, runtime: Runtime, size: int, steps: int) -> list:
-    train = device_split(data.train, data, runtime)
-    g = torch.Generator(device=runtime.device).manual_seed(0)
-    picks = torch.randint(len(train.y), (steps, size), generator=g, device=runtime.device)
-    return [(train.x[i].contiguous(memory_format=runtime.memory_format), train.y[i]) for i in picks]
-
-
-def sync(runtime: Runtime) -> None:
-    if runtime.is_cuda:
-        torch.cuda.synchronize()
 
 
 def one_trial(
@@ -78,22 +65,10 @@ def one_trial(
     return time.perf_counter() - start
 
 
-def fused(configs: list[TrialConfig], data: DataSplits, runtime: Runtime, work: list) -> float:
-    group = FusedModels([TrialState.create(c, data, runtime) for c in configs], runtime)
-    for x, y in work[:2]:
-        group.step(x, y)
-    sync(runtime)
-    start = time.perf_counter()
-    for x, y in work:
-        group.step(x, y)
-    sync(runtime)
-    return time.perf_counter() - start
-
-
 def _process(config: TrialConfig, steps: int, barrier, results) -> None:
     runtime = select_runtime(config.device, config.threads)
     data = load_data(config, default_cache_dir())
-    work = batches(data, runtime, config.batch_size, steps)
+    work = sample_batches(data, runtime, config.batch_size, steps)
     results.put(one_trial(config, data, runtime, work, barrier))
 
 
@@ -134,7 +109,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     runtime = select_runtime(base.device, base.threads)
     data = load_data(base, default_cache_dir())
-    work = batches(data, runtime, args.batch_size, args.steps)
+    work = sample_batches(data, runtime, args.batch_size, args.steps)
     images = args.steps * args.batch_size
     alone = images / one_trial(base, data, runtime, work)
     print(
@@ -144,7 +119,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"one trial          {alone:9.0f} img/s")
     for k in args.k:
         configs = member_configs(base, k)
-        together = k * images / fused(configs, data, runtime, work)
+        together = k * images / stack_seconds(configs, data, runtime, work)
         threads = max(1, args.threads // k) if runtime.device.type == "cpu" else args.threads
         apart_configs = [c.replace(threads=threads) for c in configs]
         apart = k * images / separate_processes(apart_configs, args.steps)

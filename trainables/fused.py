@@ -62,6 +62,8 @@ def why_not_fused(configs: list[TrialConfig]) -> str:
                 if f.name not in FUSIBLE and getattr(first, f.name) != getattr(other, f.name)
             ]
             return f"their {', '.join(differ)} differ (members may differ only in {_fusible()})"
+    if first.cv_folds:
+        return f"cv_folds={first.cv_folds}: cross-validated trials train one fold after another"
     if first.dropout > 0:
         return f"dropout={first.dropout}: fused members would share their dropout masks"
     if first.nesterov:

@@ -38,12 +38,11 @@ ORDER_SEED_STRIDE = 7919  # the group's data order: a pure function of its first
 OnMemberEpoch = Callable[[int, EpochReport], bool]
 
 
-def epoch_generator(states: list[TrialState], device: torch.device) -> torch.Generator:
-    """Draws the order and augmentation every member sees this epoch: seeded from the group's
-    first member and the epoch, so a resumed group draws the same ones."""
-    first = states[0]
-    seed = first.config.seed + ORDER_SEED_STRIDE * first.epoch
-    return torch.Generator(device=device).manual_seed(seed)
+def epoch_generator(order_seed: int, epoch: int, device: torch.device) -> torch.Generator:
+    """Draws the order and augmentation every member sees in ``epoch``: a pure function of the
+    group's seed and the epoch, so a resumed group (or the part of it still training) draws
+    the same ones."""
+    return torch.Generator(device=device).manual_seed(order_seed + ORDER_SEED_STRIDE * epoch)
 
 
 def train_fused(
@@ -53,9 +52,13 @@ def train_fused(
     on_epoch: OnMemberEpoch | None = None,
     checkpoint_paths: list[Path] | None = None,
     resume: bool = False,
+    order_seed: int | None = None,
 ) -> list[TrainResult]:
     """Train ``configs`` as one group (they must differ only in what ``trainables.fused``
-    allows); each member resumes from its own checkpoint when ``resume`` finds one."""
+    allows); each member resumes from its own checkpoint when ``resume`` finds one. The data
+    order comes from ``order_seed`` (the first member's seed unless given: a group resumed
+    without members that left it passes the seed it began with)."""
+    seed = configs[0].seed if order_seed is None else order_seed
     runtime = select_runtime(configs[0].device, configs[0].threads)
     paths = checkpoint_paths or [None] * len(configs)
     states = [
@@ -67,48 +70,64 @@ def train_fused(
     results = [TrainResult(COMPLETED, s.model, s.history) for s in states]
     splits = device_split(data.train, data, runtime), device_split(data.val, data, runtime)
     folds = [TrainingFold(s, data, runtime, splits) for s in states]
-    active = [k for k, s in enumerate(states) if s.epoch < s.config.epochs]
-    epochs = {states[k].epoch for k in active}
-    if len(epochs) > 1:
-        raise ValueError(f"members resumed at different epochs {sorted(epochs)}: train apart")
-    group = FusedModels([states[k] for k in active], runtime) if active else None
-    while active and group is not None:
-        members = [folds[k] for k in active]
-        all_metrics = fused_epoch(group, members, runtime)
-        reports = [
-            _report(fold, metrics, paths[k])
-            for k, fold, metrics in zip(active, members, all_metrics, strict=True)
-        ]
-        leaving = []
-        for k, fold, report in zip(active, members, reports, strict=True):  # all saved first
-            if fold.reason:
-                results[k].status, results[k].reason = DIVERGED, fold.reason
-            keep = on_epoch(k, report) if on_epoch else True
-            if report.status != RUNNING or not keep:
-                leaving.append(k)
-        if leaving:
-            stay = [i for i, k in enumerate(active) if k not in leaving]
-            active = [active[i] for i in stay]
-            if active:
-                group.keep(stay)
+    # a group killed while it saved its members' checkpoints resumes them in a stack per epoch
+    starts = sorted({s.epoch for s in states if s.epoch < s.config.epochs})
+    for start in starts:
+        active = [k for k, s in enumerate(states) if s.epoch == start]
+        _train_stack(active, folds, paths, results, on_epoch, runtime, seed)
     for result, state in zip(results, states, strict=True):
         result.initial_loss = state.initial_loss
     return results
 
 
+def _train_stack(
+    active: list[int],
+    folds: list[TrainingFold],
+    paths: list[Path | None],
+    results: list[TrainResult],
+    on_epoch: OnMemberEpoch | None,
+    runtime: Runtime,
+    order_seed: int,
+) -> None:
+    """Members ``active`` (at one epoch) stacked, epoch after epoch, until none is left. Each
+    epoch is reported by every member before any is saved: a group killed in between runs that
+    epoch again, all members together, and reports it twice (the stage keeps the last) instead of
+    resuming past an unreported epoch."""
+    group = FusedModels([folds[k].state for k in active], runtime)
+    while active:
+        members = [folds[k] for k in active]
+        all_metrics = fused_epoch(group, members, runtime, order_seed)
+        reports = [
+            _report(fold, metrics, paths[k])
+            for k, fold, metrics in zip(active, members, all_metrics, strict=True)
+        ]
+        leaving = []
+        for k, fold, report in zip(active, members, reports, strict=True):
+            if fold.reason:
+                results[k].status, results[k].reason = DIVERGED, fold.reason
+            keep = on_epoch(k, report) if on_epoch else True
+            if report.status != RUNNING or not keep:
+                leaving.append(k)
+        for k, report in zip(active, reports, strict=True):
+            if report.checkpoint is not None:
+                folds[k].state.save(report.checkpoint)
+        if leaving:
+            stay = [i for i, k in enumerate(active) if k not in leaving]
+            active = [active[i] for i in stay]
+            if active:
+                group.keep(stay)
+
+
 def _report(fold: TrainingFold, metrics: dict[str, float], path: Path | None) -> EpochReport:
-    """A member's report of the epoch, its checkpoint written first (unless it diverged)."""
     state = fold.state
     if fold.reason:
         return EpochReport(state.epoch + 1, metrics, DIVERGED)
-    if path is not None:
-        state.save(path)
     done = state.epoch == state.config.epochs
     return EpochReport(state.epoch, metrics, COMPLETED if done else RUNNING, path)
 
 
 def fused_epoch(
-    group: FusedModels, folds: list[TrainingFold], runtime: Runtime
+    group: FusedModels, folds: list[TrainingFold], runtime: Runtime, order_seed: int
 ) -> list[dict[str, float]]:
     """One epoch of every member (in stack order): the batches through the stack, each
     member's figures to its own guard every ``SYNC_EVERY`` steps (one host sync for all), then
@@ -121,7 +140,7 @@ def fused_epoch(
     split, size = folds[0].train, states[0].config.batch_size
     n = len(split.y)
     batches = -(-n // size)
-    generator = epoch_generator(states, runtime.device)
+    generator = epoch_generator(order_seed, states[0].epoch, runtime.device)
     order = torch.randperm(n, generator=generator, device=runtime.device)
     pending = torch.zeros(SYNC_EVERY, len(states), 3, device=runtime.device)
     sizes: list[int] = []

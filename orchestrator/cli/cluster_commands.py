@@ -10,6 +10,7 @@ import click
 from orchestrator.cli.app import cli
 from orchestrator.cli.options import (
     BUDGET_CHOICE,
+    FUSE_OPTION,
     INSECURE_OPTION,
     SKIP_SANITY_OPTION,
     TRACKING_OPTION,
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
 @click.option("--cpus-per-trial", type=float, help="CPUs per trial.")
 @click.option("--gpus-per-trial", type=float, help="GPUs per trial [default: 0.25 on GPU nodes].")
 @click.option("--max-concurrent", type=int, help="At most this many trials at once.")
+@FUSE_OPTION
 @SKIP_SANITY_OPTION
 @click.option("--nodes", type=click.IntRange(min=1), default=1, show_default=True, help="SLURM.")
 @click.option("--gpus-per-node", type=click.IntRange(min=0), default=0, show_default=True)
@@ -69,6 +71,7 @@ def submit(
     cpus_per_trial: float | None,
     gpus_per_trial: float | None,
     max_concurrent: int | None,
+    fuse: str | None,
     skip_sanity: bool,
     **cluster,
 ) -> None:
@@ -94,6 +97,7 @@ def submit(
         cpus_per_trial=cpus_per_trial,
         gpus_per_trial=gpus_per_trial,
         max_concurrent=max_concurrent,
+        fuse=fuse,
         skip_sanity=skip_sanity,
     )
     gpus = {"slurm": cluster["gpus_per_node"], "kuberay": cluster["gpus_per_worker"]}.get(where, 0)

@@ -156,6 +156,7 @@ def study_options(func):
         click.option("--cpus-per-trial", type=float, help="CPUs (and torch threads) per trial."),
         click.option("--gpus-per-trial", type=float, help="GPUs per trial; 0.25 packs 4 on one."),
         click.option("--max-concurrent", type=int, help="At most this many trials at once."),
+        FUSE_OPTION,
         ADDRESS_OPTION,
         TRACKING_OPTION,
         WAIT_OPTION,
@@ -164,6 +165,14 @@ def study_options(func):
     for option in reversed(options):
         func = option(func)
     return func
+
+
+FUSE_OPTION = click.option(
+    "--fuse",
+    metavar="auto|off|K",
+    help="Train a stage's trials K at a time as one stacked model [default: the spec's "
+    "resources.fuse, auto: on GPU trials, K measured; off on CPU].",
+)
 
 
 SKIP_SANITY_OPTION = click.option(

@@ -36,6 +36,7 @@ class StudyRequest:
         cpus_per_trial: float | None = None,
         gpus_per_trial: float | None = None,
         max_concurrent: int | None = None,
+        fuse: str | None = None,
         skip_sanity: bool = False,
     ) -> StudyRequest:
         trial = {k: v for k, v in {"data": data, "split_seed": split_seed}.items() if v is not None}
@@ -43,12 +44,13 @@ class StudyRequest:
             "cpus_per_trial": cpus_per_trial,
             "gpus_per_trial": gpus_per_trial,
             "max_concurrent": max_concurrent,
+            "fuse": fuse,
         }
         spec = load_spec(study, **trial).with_resources(**resources)
         flags = {**trial, **{k: v for k, v in resources.items() if v is not None}}
         return cls(study, spec, BudgetName(budget), study_dir, flags, skip_sanity)
 
-    def with_resources(self, **resources: float) -> StudyRequest:
+    def with_resources(self, **resources: float | str) -> StudyRequest:
         spec = self.spec.with_resources(**resources)
         return dataclasses.replace(self, spec=spec, flags={**self.flags, **resources})
 

@@ -45,5 +45,8 @@ class StageEvents:
 
     def stage_progress(self, stage: str, tally: StageTally) -> None: ...
 
+    def stage_fused(self, stage: str, line: str) -> None:
+        """How a stage asked to fuse trains: its groups' size, or why it trains unfused."""
+
     def stage_ended(self, stage: str) -> None:
         """The runner is done with the stage (its trials report nothing more)."""

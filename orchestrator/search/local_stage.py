@@ -4,27 +4,25 @@ pipeline's logic in tests and tiny studies in seconds. A stage it leaves unfinis
 from the trial it was running (which starts again), its rungs and finished trials kept in the
 stage's folder in the study, as the Ray runner keeps them.
 
-With ``fuse`` K >= 2 it trains up to K consecutive trials that may fuse (``trainables.fused``) as
-one group, each member still an ordinary trial to the log, the rungs and the events; trials that
-cannot fuse train alone."""
+With ``resources.fuse`` K >= 2 it trains trials that may fuse (``trainables.fused``) K to a group,
+each member still an ordinary trial to the log, the rungs and the events; trials that cannot fuse
+train alone. ``fuse: auto`` is off here: this runner serves tests and tiny studies on a CPU."""
 
 from __future__ import annotations
 
-import itertools
-import random
 import tempfile
 import time
-import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from orchestrator.names import METRIC
-from orchestrator.search.epoch_log import Ended, append_end, append_epoch, read_log, settled
-from orchestrator.search.events import StageEvents, TrialInfo
+from orchestrator.search.epoch_log import Ended, append_end, read_log, settled
+from orchestrator.search.events import StageEvents
+from orchestrator.search.groups import fused_groups, plan_fusion, stage_trials
+from orchestrator.search.judging import ended_record, epoch_judge
 from orchestrator.search.results import (
     ERRORED,
-    ROW_COLUMNS,
     STOPPED,
     StageTables,
     TrialRecord,
@@ -32,13 +30,11 @@ from orchestrator.search.results import (
     stage_tables,
     trial_status,
 )
-from orchestrator.search.rungs import DECISIONS_FILE, Rungs, rungs_of
+from orchestrator.search.rungs import DECISIONS_FILE, rungs_of
 from orchestrator.search.stage import StageRun, Tally
 from trainables.checkpoint import CHECKPOINT_NAME
-from trainables.config import TrialConfig
 from trainables.datasets import DataSplits
 from trainables.epoch import EpochReport
-from trainables.fused import fusion_key, why_not_fused
 from trainables.fused_training import train_fused
 from trainables.status import TrialStatus
 from trainables.train import train
@@ -49,10 +45,8 @@ Trainable = Callable[
 
 
 class LocalStageRunner:
-    def __init__(
-        self, trainable: Trainable = train, fuse: int = 1, fused: Callable = train_fused
-    ) -> None:
-        self.trainable, self.fuse, self.fused = trainable, fuse, fused
+    def __init__(self, trainable: Trainable = train, fused: Callable = train_fused) -> None:
+        self.trainable, self.fused = trainable, fused
 
     def run(self, run: StageRun, data: DataSplits, events: StageEvents) -> StageTables:
         base = run.trial_base()
@@ -61,47 +55,48 @@ class LocalStageRunner:
         rows, ends = read_log(run.path)
         if ends:
             events.stage_resumed(run.name, run.path)
-        prefix = _prefix(run, [*rows, *ends])
+        trials = stage_trials(run, [*rows, *ends])
+        configs = {t.trial_id: base.replace(**t.config) for t in trials}
+        fusion = plan_fusion(run, list(configs.values()), knee=None)
+        if fusion.line:
+            events.stage_fused(run.name, fusion.line)
         tally, start = Tally(run.trial_count), time.monotonic()
-        records: list[TrialRecord] = []
-        trials = [TrialInfo(f"{prefix}_{i:05d}", p) for i, p in enumerate(samples(run))]
-        for chunk in _chunks(trials, self.fuse):
-            todo = [t for t in chunk if t.trial_id not in ends]
-            configs = {t.trial_id: base.replace(**t.config) for t in todo}
-            done = {
-                t.trial_id: _ended(t, ends[t.trial_id], rows.get(t.trial_id, []), rungs)
-                for t in chunk
-                if t.trial_id in ends
-            }
-            for group in _groups(todo, configs):
-                for trial in group:
-                    events.trial_started(run.name, trial)
-                if len(group) == 1:
-                    trial = group[0]
-                    found = [self._trial(run, trial, configs[trial.trial_id], data, events, rungs)]
-                else:
-                    found = self._group(
-                        run, group, [configs[t.trial_id] for t in group], data, events, rungs
+        done: dict[str, TrialRecord] = {}
+        for group in fused_groups(trials, configs, fusion.size):
+            todo = [t for t in group if t.trial_id not in ends]
+            for trial in group:
+                if trial.trial_id in ends:
+                    ended = ends[trial.trial_id]
+                    done[trial.trial_id] = ended_record(
+                        trial, ended, rows.get(trial.trial_id, []), rungs
                     )
-                for trial, record in zip(group, found, strict=True):
-                    append_end(
-                        run.path, trial.trial_id, Ended(record.status, record.retries, record.error)
-                    )
-                    events.trial_finished(run.name, trial, record.status, len(record.history))
-                    done[trial.trial_id] = record
-            for trial in chunk:
-                records.append(done[trial.trial_id])
-                scores = [s for s in map(_score, records) if s is not None]
-                statuses = [r.status for r in records]
-                shown = tally.update(statuses, scores, time.monotonic() - start)
-                if shown is not None:
-                    events.stage_progress(run.name, shown)
+            for trial in todo:
+                events.trial_started(run.name, trial)
+            found = self._train(run, todo, [configs[t.trial_id] for t in todo], data, events, rungs)
+            for trial, record in zip(todo, found, strict=True):
+                append_end(
+                    run.path, trial.trial_id, Ended(record.status, record.retries, record.error)
+                )
+                events.trial_finished(run.name, trial, record.status, len(record.history))
+                done[trial.trial_id] = record
+            scores = [s for s in map(_score, done.values()) if s is not None]
+            shown = tally.update(
+                [r.status for r in done.values()], scores, time.monotonic() - start
+            )
+            if shown is not None:
+                events.stage_progress(run.name, shown)
         events.stage_ended(run.name)
+        records = [done[t.trial_id] for t in trials]
         return stage_tables(run.name, records, base.flat())
+
+    def _train(self, run, trials, configs, data, events, rungs) -> list[TrialRecord]:
+        if len(trials) == 1:
+            return [self._trial(run, trials[0], configs[0], data, events, rungs)]
+        return self._group(run, trials, configs, data, events, rungs) if trials else []
 
     def _trial(self, run, trial, config, data, events, rungs) -> TrialRecord:
         rows: list[dict[str, Any]] = []
-        judge = _judge(run, trial, rows, events, rungs, time.monotonic())
+        judge = epoch_judge(run, trial, rows, events, rungs, time.monotonic())
 
         def on_epoch(report: EpochReport) -> None:
             if not judge(report):
@@ -139,7 +134,9 @@ class LocalStageRunner:
         checkpoints, ``retries`` times, before they count as errored."""
         rows: list[list[dict[str, Any]]] = [[] for _ in trials]
         now = time.monotonic()
-        judges = [_judge(run, t, r, events, rungs, now) for t, r in zip(trials, rows, strict=True)]
+        judges = [
+            epoch_judge(run, t, r, events, rungs, now) for t, r in zip(trials, rows, strict=True)
+        ]
         stopped: set[int] = set()
         training = list(range(len(trials)))
 
@@ -164,6 +161,7 @@ class LocalStageRunner:
                         on_epoch=on_epoch,
                         checkpoint_paths=[paths[k] for k in alive],
                         resume=retries > 0,
+                        order_seed=configs[0].seed,
                     )
                 except Exception as exc:  # as for one trial: its failure is every member's status
                     if retries < run.retries:
@@ -197,72 +195,6 @@ class LocalStageRunner:
 
 class _Stopped(Exception):
     pass
-
-
-def _judge(run, trial, rows, events, rungs, start) -> Callable[[EpochReport], bool]:
-    """Log an epoch report of ``trial`` and judge it at its rung: False when it stops there."""
-
-    def judge(report: EpochReport) -> bool:
-        row = report.row()
-        row["time_total_s"] = time.monotonic() - start
-        row["timestamp"] = time.time()
-        rows.append(row)
-        append_epoch(run.path, trial.trial_id, row, ROW_COLUMNS)
-        events.trial_epoch(run.name, trial, row)
-        if report.status != TrialStatus.RUNNING:
-            return True
-        group = run.stage.scheduler.group(trial.config)
-        decision = rungs.decide(trial.trial_id, report.epoch, row.get(METRIC, 0.0), group)
-        return decision is None or not decision.stopped
-
-    return judge
-
-
-def _chunks(trials: list[TrialInfo], size: int) -> Iterator[list[TrialInfo]]:
-    for i in range(0, len(trials), max(1, size)):
-        yield trials[i : i + max(1, size)]
-
-
-def _groups(trials: list[TrialInfo], configs: dict[str, TrialConfig]) -> list[list[TrialInfo]]:
-    """Trials that may train fused together, in their order; the rest one by one."""
-    by_key: dict[tuple, list[TrialInfo]] = {}
-    for t in trials:
-        by_key.setdefault(fusion_key(configs[t.trial_id]), []).append(t)
-    groups = []
-    for group in by_key.values():
-        if len(group) > 1 and not why_not_fused([configs[t.trial_id] for t in group]):
-            groups.append(group)
-        else:
-            groups.extend([t] for t in group)
-    return groups
-
-
-def _ended(trial: TrialInfo, ended: Ended, rows: list[dict], rungs: Rungs) -> TrialRecord:
-    """A trial that finished before the stage was interrupted, as the stage's log keeps it."""
-    stopped_at = rungs.stopping().get(trial.trial_id) if ended.status == STOPPED else None
-    history = history_frame(settled(rows))
-    return TrialRecord(
-        trial.trial_id, ended.status, trial.config, history, ended.retries, ended.error, stopped_at
-    )
-
-
-def _prefix(run: StageRun, logged: list[str]) -> str:
-    """The stage's trial id prefix: the one its log already uses (the study folder may have
-    moved since), or one from its folder's path."""
-    for trial_id in logged:
-        return trial_id.rsplit("_", 1)[0]
-    return f"{zlib.crc32(str(run.path).encode()) & 0xFFFFF:05x}"
-
-
-def samples(run: StageRun) -> Iterator[dict[str, Any]]:
-    """The stage's trial settings: ``trials`` random draws (seeded by the stage), each
-    crossed with every combination of the grid parameters."""
-    rng = random.Random(run.seed)
-    grid = {n: p.values for n, p in run.space.items() if p.kind == "grid"}
-    for _ in range(run.stage.trials):
-        for values in itertools.product(*grid.values()):
-            drawn = {n: p.sample(rng) for n, p in run.space.items() if p.kind != "grid"}
-            yield {**dict(zip(grid, values, strict=True)), **drawn}
 
 
 def _score(record: TrialRecord) -> float | None:

@@ -3,6 +3,7 @@ started fresh or restored from the stage's own folder after an interruption."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -13,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import ray
 from ray import tune
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search.basic_variant import BasicVariantGenerator
@@ -21,6 +23,8 @@ from orchestrator.names import METRIC, MODE, STOPPED_MARK
 from orchestrator.search.checkpoints import CHECKPOINTS
 from orchestrator.search.epoch_log import append_epoch, read_log, settled
 from orchestrator.search.events import StageEvents, TrialInfo
+from orchestrator.search.groups import Fusion, plan_fusion, stage_trials
+from orchestrator.search.ray_groups import RayGroups, began_fused, mark_fused
 from orchestrator.search.ray_trainable import run_trial
 from orchestrator.search.results import (
     DIVERGED,
@@ -35,10 +39,12 @@ from orchestrator.search.results import (
 )
 from orchestrator.search.rungs import DECISIONS_FILE, RungDecision, Rungs, rungs_of
 from orchestrator.search.stage import StageRun, Tally
-from orchestrator.search.stage_spec import Scheduler
+from orchestrator.search.stage_spec import Resources, Scheduler
 from orchestrator.search.tune_state import keep, repair
+from trainables.config import TrialConfig
 from trainables.datasets import DataSplits
 from trainables.errors import BabysitterError
+from trainables.fused_training import train_fused
 from trainables.metric_names import TRIAL_STATUS
 
 # The observers of the stage running in this process, by stage name: Tune pickles its
@@ -49,12 +55,21 @@ KEEP_EVERY_S = 1.0  # how often a whole copy of Tune's experiment state is taken
 
 
 class RayStageRunner:
-    """``ray.init`` is the caller's: a local runtime or a cluster."""
+    """``ray.init`` is the caller's: a local runtime or a cluster. A stage whose trials fuse
+    (``resources.fuse``) trains in groups (``ray_groups.py``); the others run on Tune."""
 
-    def __init__(self, trainable: Callable[..., None] = run_trial) -> None:
-        self.trainable = trainable
+    def __init__(
+        self, trainable: Callable[..., None] = run_trial, fused: Callable = train_fused
+    ) -> None:
+        self.trainable, self.fused = trainable, fused
 
     def run(self, run: StageRun, data: DataSplits, events: StageEvents) -> StageTables:
+        fusion = _fusion(run, data, events)
+        if fusion.size > 1:
+            return RayGroups(self.fused).run(run, data, events, fusion.size)
+        return self._tune(run, data, events)
+
+    def _tune(self, run: StageRun, data: DataSplits, events: StageEvents) -> StageTables:
         # Save Tune's experiment state every step, so a killed driver loses no finished trial.
         os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
         # A result without the metric is the trial's problem (no score), not the stage's.
@@ -90,6 +105,35 @@ class RayStageRunner:
             for t in trials
         ]
         return stage_tables(run.name, records, base.flat())
+
+
+def _fusion(run: StageRun, data: DataSplits, events: StageEvents) -> Fusion:
+    """How the stage trains: as it began, when it began; else as ``resources.fuse`` says."""
+    began = began_fused(run.path)
+    if began is not None:
+        return began
+    if run.path.exists() and tune.Tuner.can_restore(run.path):
+        return Fusion(1)
+    base = run.trial_base()
+    configs = [base.replace(**t.config) for t in stage_trials(run, [])]
+    fusion = plan_fusion(run, configs, functools.partial(_knee, run.resources, data))
+    if fusion.line:
+        events.stage_fused(run.name, fusion.line)
+    if fusion.size > 1:
+        mark_fused(run.path, fusion)
+    return fusion
+
+
+def _knee(
+    resources: Resources, data: DataSplits, config: TrialConfig, most: int
+) -> tuple[int, dict[int, float]]:
+    """``fused_knee.knee`` on a trial's resources (a GPU of the cluster's, not the driver's)."""
+    from trainables.fused_knee import knee
+
+    task = ray.remote(knee).options(
+        num_cpus=resources.cpus_per_trial, num_gpus=resources.gpus_per_trial
+    )
+    return ray.get(task.remote(config, data, most))
 
 
 def _fit(tuner: tune.Tuner) -> None:

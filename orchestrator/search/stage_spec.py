@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class Strict(BaseModel):
@@ -62,7 +62,31 @@ class Stage(Strict):
         )
 
 
+FUSE_AUTO, FUSE_OFF = "auto", "off"
+
+
 class Resources(Strict):
     cpus_per_trial: float = Field(1.0, gt=0)
     gpus_per_trial: float = Field(0.0, ge=0)
     max_concurrent: int | None = Field(None, ge=1)
+    # a stage's trials trained K at a time as one stacked model (trainables.fused), each group
+    # on one trial's resources: auto (GPU trials: K measured; CPU trials: off), off, or K
+    fuse: Literal["auto", "off"] | int = FUSE_AUTO
+
+    @field_validator("fuse", mode="before")
+    @classmethod
+    def _fuse(cls, value: Any) -> str | int:
+        if value is False:  # YAML reads a bare off as false
+            return FUSE_OFF
+        if value in (FUSE_AUTO, FUSE_OFF):
+            return value
+        text = str(value).strip()
+        if not isinstance(value, bool | float) and text.isdigit() and int(text) >= 1:
+            return int(text)
+        raise ValueError("must be auto, off or a group size K >= 1 (4 trains trials in fours)")
+
+    def fused_size(self) -> int | None:
+        """K when the spec names it; 1 for off; None for auto (the runner decides)."""
+        if self.fuse == FUSE_AUTO:
+            return None
+        return 1 if self.fuse == FUSE_OFF else int(self.fuse)

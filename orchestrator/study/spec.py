@@ -266,7 +266,7 @@ class StudySpec(Strict):
             }
         )
 
-    def with_resources(self, **resources: float | None) -> StudySpec:
+    def with_resources(self, **resources: float | str | None) -> StudySpec:
         """A copy with the per-trial resources given (None keeps the spec's)."""
         return self.with_changes(resources={k: v for k, v in resources.items() if v is not None})
 

@@ -245,7 +245,7 @@ def test_a_killed_group_resumes_every_member_exactly(group, group_data, tmp_path
 
     def killed_after_epoch_2(k, report):
         if k == 1 and report.epoch == 2:
-            raise Crash  # both members have written their epoch-2 checkpoints
+            raise Crash  # neither member has saved epoch 2: both run it again
         return True
 
     paths = [tmp_path / "b0.pt", tmp_path / "b1.pt"]
@@ -256,3 +256,45 @@ def test_a_killed_group_resumes_every_member_exactly(group, group_data, tmp_path
         assert strip_timing(a.history) == strip_timing(b.history)
         for p, q in zip(a.model.parameters(), b.model.parameters(), strict=True):
             assert torch.equal(p, q)
+
+
+def test_members_saved_at_different_epochs_resume_each_from_its_own(group, group_data, tmp_path):
+    """A group killed between its members' saves: each resumes from its own epoch (the one
+    behind in a stack of its own), reports every epoch after it once, and ends as trained
+    together, to the chaos of this net: a member stacked alone rounds differently, and with
+    batch norm at batch 32 that grows to ~1e-2 in two epochs)."""
+    import shutil
+
+    from trainables.fused_training import train_fused
+
+    configs = group[:2]
+    whole = train_fused(configs, group_data)
+    paths = [tmp_path / "m0.pt", tmp_path / "m1.pt"]
+
+    def crash_at(epoch):
+        def on_epoch(k, report):
+            if report.epoch == epoch:
+                raise Crash
+            return True
+
+        return on_epoch
+
+    with pytest.raises(Crash):
+        train_fused(configs, group_data, checkpoint_paths=paths, on_epoch=crash_at(2))
+    shutil.copy(paths[1], tmp_path / "m1-epoch1.pt")
+    with pytest.raises(Crash):
+        train_fused(configs, group_data, checkpoint_paths=paths, on_epoch=crash_at(3), resume=True)
+    shutil.copy(tmp_path / "m1-epoch1.pt", paths[1])  # member 0 saved epoch 2, member 1 did not
+    reports = []
+
+    def seen(k, report):
+        reports.append((k, report.epoch))
+        return True
+
+    resumed = train_fused(configs, group_data, checkpoint_paths=paths, on_epoch=seen, resume=True)
+    assert reports == [(1, 2), (1, 3), (0, 3)]
+    for a, b in zip(resumed, whole, strict=True):
+        assert [r["epoch"] for r in a.history] == [1, 2, 3]
+        assert a.history[-1]["train_loss"] == pytest.approx(b.history[-1]["train_loss"], rel=2e-2)
+        assert a.history[-1]["val_acc"] == pytest.approx(b.history[-1]["val_acc"], abs=0.02)
+    assert strip_timing(resumed[0].history[:2]) == strip_timing(whole[0].history[:2])

@@ -159,13 +159,12 @@ class Recorder(StudyObserver):
         self.seen.append(("epoch", trial.trial_id))
 
 
-def fused_stage(folder: Path, faces_config) -> StageRun:
+def fused_stage(folder: Path, faces_config, fuse: int | str = 4) -> StageRun:
     spec = parse_spec(
         FUSED_SPEC.replace("dataset: faces", f"dataset: faces, data: {faces_config.data}"), "fused"
     )
-    return StageRun(
-        "coarse", spec.coarse, spec.space(), spec.base_config(), spec.resources, 0, folder
-    )
+    resources = spec.resources.model_copy(update={"fuse": fuse})
+    return StageRun("coarse", spec.coarse, spec.space(), spec.base_config(), resources, 0, folder)
 
 
 @pytest.mark.slow
@@ -177,9 +176,9 @@ def test_a_fused_stage_gives_the_tables_and_rungs_of_an_unfused_one(
     run = fused_stage(tmp_path / "fused", faces_config)
     data = load_data(run.base, cache_dir)
     seen = Recorder()
-    fused = LocalStageRunner(fuse=4).run(run, data, seen)
+    fused = LocalStageRunner().run(run, data, seen)
     alone = LocalStageRunner().run(
-        fused_stage(tmp_path / "alone", faces_config), data, StudyObserver()
+        fused_stage(tmp_path / "alone", faces_config, fuse="off"), data, StudyObserver()
     )
 
     for mine, theirs in ((fused.trials, alone.trials), (fused.epochs, alone.epochs)):
@@ -223,8 +222,8 @@ def test_a_fused_stage_interrupted_mid_group_resumes_with_every_trial_once(
         return train_fused(configs, data, on_epoch=counted, **kwargs)
 
     with pytest.raises(KeyboardInterrupt):
-        LocalStageRunner(fuse=4, fused=killed).run(run, data, StudyObserver())
-    resumed = LocalStageRunner(fuse=4).run(run, data, StudyObserver())
+        LocalStageRunner(fused=killed).run(run, data, StudyObserver())
+    resumed = LocalStageRunner().run(run, data, StudyObserver())
     assert len(resumed.trials) == 8 and resumed.trials["trial_id"].is_unique
     assert not resumed.epochs.duplicated(["trial_id", "epoch"]).any()
     judged = [(d.trial_id, d.rung) for d in read_decisions(run.path / "asha.jsonl")]
@@ -255,7 +254,7 @@ def test_a_failed_group_retries_its_members_from_their_checkpoints(
 
         return train_fused(configs, data, on_epoch=failing, resume=resume, **kwargs)
 
-    tables = LocalStageRunner(fuse=4, fused=fails_once).run(run, data, StudyObserver())
+    tables = LocalStageRunner(fused=fails_once).run(run, data, StudyObserver())
     assert calls[:2] == [False, True]
     assert set(tables.trials["status"]) <= {"completed", "stopped_by_asha", "diverged"}
     assert not tables.epochs.duplicated(["trial_id", "epoch"]).any()
@@ -288,12 +287,13 @@ fine: {{trials: 4, epochs: 3}}
 final: {{epochs: 2}}
 narrowing: {{top_k: 3}}
 min_rung_steps: 1
+resources: {{fuse: 4}}
 """
         + QUICK,
         "fused",
     )
     folder = StudyFolder(seed_store(tmp_path / "study", empty_store))
-    options = session.SessionOptions(cache_dir, echo=print, runner=LocalStageRunner(fuse=4))
+    options = session.SessionOptions(cache_dir, echo=print, runner=LocalStageRunner())
     session.run_new(spec, folder, Step.FINAL, BudgetName.FULL, options, skip_sanity=True)
     assert_study_recorded(embedded_uri(folder.path), "fused", folder.path)
     coarse = folder.read_stage("coarse").trials

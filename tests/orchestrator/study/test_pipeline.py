@@ -128,6 +128,8 @@ def test_study_errors_are_one_line(tmp_path, cache_dir):
     assert_one_line_error(proc, "run `babysit search", "--stage coarse` first")
     proc = babysit_here("run", "faces", "--cpus-per-trial", "0", cache=cache_dir)
     assert_one_line_error(proc, "resources.cpus_per_trial=0.0", "greater than 0")
+    proc = babysit_here("run", "faces", "--fuse", "fast", cache=cache_dir)
+    assert_one_line_error(proc, "resources.fuse='fast'", "must be auto, off or a group size K")
     gpu_study = tmp_path / "gpu"
     proc = babysit_here(
         "run",

@@ -15,7 +15,8 @@ from orchestrator import session
 from orchestrator.console import ConsoleObserver
 from orchestrator.names import Step
 from orchestrator.report.observer import ReportObserver
-from orchestrator.search.local_stage import LocalStageRunner, rungs_of, samples
+from orchestrator.search.groups import samples
+from orchestrator.search.local_stage import LocalStageRunner, rungs_of
 from orchestrator.search.stage import StageRun
 from orchestrator.study.folder import StudyFolder
 from orchestrator.study.observer import StudyObserver
