@@ -16,10 +16,12 @@ from dataclasses import fields
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torch.func import functional_call, vmap
 
 from trainables.config import TrialConfig
 from trainables.device import Runtime
+from trainables.model import Dropout
 from trainables.networks import layer_weights
 from trainables.trial_state import TrialState
 
@@ -30,6 +32,7 @@ FUSIBLE = frozenset(
     {
         "lr",
         "momentum",
+        "dropout",
         "l2",
         "weight_decay",
         "seed",
@@ -64,10 +67,6 @@ def why_not_fused(configs: list[TrialConfig]) -> str:
             return f"their {', '.join(differ)} differ (members may differ only in {_fusible()})"
     if first.cv_folds:
         return f"cv_folds={first.cv_folds}: cross-validated trials train one fold after another"
-    if first.dropout > 0:
-        return f"dropout={first.dropout}: fused members would share their dropout masks"
-    if first.nesterov:
-        return "nesterov=True: the fused step is plain momentum SGD, Adam or AdamW"
     return ""
 
 
@@ -85,7 +84,7 @@ class FusedModels:
         if reason:
             raise ValueError(f"these {len(states)} trials cannot train fused: {reason}")
         self.runtime = runtime
-        self.optimizer = configs[0].optimizer
+        self.optimizer, self.nesterov = configs[0].optimizer, configs[0].nesterov
         model = states[0].model
         names = {id(p): n for n, p in model.named_parameters()}
         self.penalized = [names[id(w)] for w in layer_weights(model).values()]
@@ -98,6 +97,10 @@ class FusedModels:
             n: torch.stack([dict(s.model.named_buffers())[n] for s in states])
             for n, _ in model.named_buffers()
         }
+        if any(c.dropout > 0 for c in configs):
+            rates = torch.tensor([c.dropout for c in configs], device=runtime.device)
+            for name in _member_dropouts(self.base):
+                self.buffers[f"{name}.p"] = rates
         self.slots = self._stack_optimizer_states(states)
         self.set_hyper(configs, [c.lr for c in configs])
 
@@ -117,8 +120,10 @@ class FusedModels:
         def one(params: dict, buffers: dict, images: torch.Tensor) -> torch.Tensor:
             return functional_call(self.base, (params, buffers), (images,))
 
-        with self.runtime.autocast():
-            return vmap(one, in_dims=(0, 0, None))(self.params, self.buffers, x)
+        with self.runtime.autocast():  # each member draws its own dropout masks
+            return vmap(one, in_dims=(0, 0, None), randomness="different")(
+                self.params, self.buffers, x
+            )
 
     def train(self, mode: bool = True) -> None:
         self.base.train(mode)
@@ -158,8 +163,10 @@ class FusedModels:
         if self.optimizer == "sgd":
             for n, p in self.params.items():
                 buf = self.slots[n]["momentum_buffer"]
-                buf.mul_(self._per_member(self.momentum, buf)).add_(grads[n])
-                p.sub_(self._per_member(self.lr, p) * buf)
+                momentum = self._per_member(self.momentum, buf)
+                buf.mul_(momentum).add_(grads[n])
+                update = grads[n].add(buf * momentum) if self.nesterov else buf
+                p.sub_(self._per_member(self.lr, p) * update)
             return
         beta1, beta2, eps = 0.9, 0.999, 1e-8
         for n, p in self.params.items():
@@ -229,3 +236,26 @@ class FusedModels:
                 elif not math.isclose(float(slot["step"][i]), 0.0):
                     state = {k: slot[k][i].clone() for k in ADAM_STATE}
                     s.optimizer.state[p] = {"step": slot["step"][i].detach().cpu(), **state}
+
+
+class MemberDropout(nn.Module):
+    """The seed CNN's dropout in a stack: each member's own rate (a buffer that vmap splits
+    like the others) and its own masks (vmap's ``randomness="different"``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("p", torch.zeros(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return x
+        return x * (torch.rand_like(x) >= self.p) / (1 - self.p)
+
+
+def _member_dropouts(base: nn.Module) -> list[str]:
+    """Swap the stack's dropout modules for ``MemberDropout``; their names."""
+    names = [n for n, m in base.named_modules() if isinstance(m, Dropout)]
+    for name in names:
+        parent, _, child = name.rpartition(".")
+        base.get_submodule(parent).register_module(child, MemberDropout().to("meta"))
+    return names

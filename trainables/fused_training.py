@@ -147,22 +147,24 @@ def fused_epoch(
     t0 = time.perf_counter()
     group.train()
     before: dict[str, torch.Tensor] = {}
-    for b in range(batches):
-        index = order[b * size : (b + 1) * size]
-        x, y = split.x[index].contiguous(memory_format=runtime.memory_format), split.y[index]
-        if states[0].config.augment:
-            x = augment_batch(x, generator)
-        if b == batches - 1:
-            before = {name: group.params[name].clone() for name in group.penalized}
-        loss, correct, penalty = group.step(x, y)
-        pending[len(sizes)] = torch.stack((loss, correct.float(), penalty), dim=1)
-        sizes.append(len(y))
-        if len(sizes) == SYNC_EVERY or b == batches - 1:
-            rows = pending[: len(sizes)].tolist()
-            for k, guard in enumerate(guards):
-                if not guard.reason:
-                    guard.take([row[k] for row in rows], sizes)
-            sizes = []
+    with torch.random.fork_rng(devices=[runtime.device] if runtime.is_cuda else []):
+        torch.manual_seed(order_seed + ORDER_SEED_STRIDE * states[0].epoch + 1)  # dropout masks
+        for b in range(batches):
+            index = order[b * size : (b + 1) * size]
+            x, y = split.x[index].contiguous(memory_format=runtime.memory_format), split.y[index]
+            if states[0].config.augment:
+                x = augment_batch(x, generator)
+            if b == batches - 1:
+                before = {name: group.params[name].clone() for name in group.penalized}
+            loss, correct, penalty = group.step(x, y)
+            pending[len(sizes)] = torch.stack((loss, correct.float(), penalty), dim=1)
+            sizes.append(len(y))
+            if len(sizes) == SYNC_EVERY or b == batches - 1:
+                rows = pending[: len(sizes)].tolist()
+                for k, guard in enumerate(guards):
+                    if not guard.reason:
+                        guard.take([row[k] for row in rows], sizes)
+                sizes = []
     seconds = time.perf_counter() - t0
     ratios = update_ratios(group, before, folds)
     group.write_back(states)

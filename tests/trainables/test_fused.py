@@ -112,9 +112,12 @@ def test_four_fused_seed_cnns_train_as_four_separate_ones(
     assert moved > 100 * weight_tol  # the members moved: the comparison is not of noise
 
 
-@pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw"])
+@pytest.mark.parametrize("optimizer", ["sgd", "nesterov", "adam", "adamw"])
 def test_the_fused_update_is_torch_optims_for_each_member(cifar10, optimizer):
-    configs = members(optimizer, weight_decay=0.05 if optimizer == "adamw" else 0.0)
+    if optimizer == "nesterov":  # torch's nesterov needs momentum
+        configs = [c.replace(momentum=c.momentum or 0.3, nesterov=True) for c in members("sgd")]
+    else:
+        configs = members(optimizer, weight_decay=0.05 if optimizer == "adamw" else 0.0)
     alone = [TrialState.create(c, cifar10, FP32) for c in configs]
     fused_states = [TrialState.create(c, cifar10, FP32) for c in configs]
     fused = FusedModels(fused_states, FP32)
@@ -170,7 +173,8 @@ def test_trials_that_differ_in_the_model_or_data_are_not_fused(cifar10):
     assert why_not_fused([base, base.replace(lr=0.1, seed=3, l2=0.0)]) == ""
     reason = why_not_fused([base, base.replace(width=2, batch_size=32)])
     assert reason.startswith("their width, batch_size differ (members may differ only in")
-    assert "dropout=0.5" in why_not_fused([base.replace(dropout=0.5)] * 2)
+    assert why_not_fused([base.replace(dropout=0.5), base.replace(dropout=0.1)]) == ""
+    assert "cv_folds=3" in why_not_fused([base.replace(cv_folds=3)] * 2)
     states = [TrialState.create(c, cifar10, FP32) for c in (base, base.replace(batch_norm=True))]
     with pytest.raises(ValueError, match="cannot train fused: their batch_norm differ"):
         FusedModels(states, FP32)
@@ -238,7 +242,7 @@ def test_a_fused_group_reports_each_member_as_a_trial_and_members_leave_it(group
 def test_a_killed_group_resumes_every_member_exactly(group, group_data, tmp_path):
     from trainables.fused_training import train_fused
 
-    configs = group[:2]
+    configs = [c.replace(dropout=0.3) for c in group[:2]]  # their masks drawn again alike
     whole = train_fused(
         configs, group_data, checkpoint_paths=[tmp_path / "a0.pt", tmp_path / "a1.pt"]
     )
@@ -298,3 +302,26 @@ def test_members_saved_at_different_epochs_resume_each_from_its_own(group, group
         assert a.history[-1]["train_loss"] == pytest.approx(b.history[-1]["train_loss"], rel=2e-2)
         assert a.history[-1]["val_acc"] == pytest.approx(b.history[-1]["val_acc"], abs=0.02)
     assert strip_timing(resumed[0].history[:2]) == strip_timing(whole[0].history[:2])
+
+
+def test_members_draw_their_own_dropout_masks_at_their_own_rates(cifar10, batches):
+    """Two identical members with dropout part after one step (their masks are their own);
+    a member at rate 0 stacked with one at 0.5 trains as it would alone."""
+    twin = TrialConfig(dataset="cifar10", batch_size=32, dropout=0.5, lr=0.01)
+    states = [TrialState.create(twin, cifar10, FP32) for _ in range(2)]
+    fused = FusedModels(states, FP32)
+    fused.train()
+    fused.step(*batches[0])
+    weights = fused.params["classifier.2.weight"]
+    assert relative(weights[0], weights[1]) > 1e-4
+
+    plain, dropped = twin.replace(dropout=0.0), twin.replace(dropout=0.5, seed=1)
+    alone = [TrialState.create(plain, cifar10, FP32)]
+    expected = train_alone(alone, batches[:3])[0]
+    stacked = [TrialState.create(c, cifar10, FP32) for c in (plain, dropped)]
+    fused = FusedModels(stacked, FP32)
+    fused.train()
+    got = [fused.step(x, y)[0].tolist() for x, y in batches[:3]]
+    fused.write_back(stacked)
+    assert [row[0] for row in got] == pytest.approx(expected, rel=1e-5)
+    assert_same_members(stacked[:1], alone)

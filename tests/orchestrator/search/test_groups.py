@@ -72,10 +72,6 @@ def test_a_stage_fuses_in_groups_of_k_by_what_its_trials_share(tmp_path):
             "(random fuses)",
         ),
         (
-            dict(trial=", dropout: 0.3"),
-            "trains unfused: dropout=0.3: fused members would share their dropout masks",
-        ),
-        (
             dict(cv=2),
             "trains unfused: cv_folds=2: cross-validated trials train one fold after another",
         ),
