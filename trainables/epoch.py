@@ -19,7 +19,7 @@ from trainables.augment import augment_batch
 from trainables.config import TrialConfig
 from trainables.datasets import DataSplits
 from trainables.device import Runtime
-from trainables.evaluation import DeviceSplit, assess, device_split
+from trainables.evaluation import DeviceSplit, Evaluation, assess, device_split
 from trainables.metric_names import TRIAL_STATUS, UPDATE_RATIO
 from trainables.networks import layer_weights
 from trainables.status import TrialStatus
@@ -196,10 +196,17 @@ class TrainingFold:
         return self.close(guard, ratios, lr, t0, time.perf_counter() - t0)
 
     def close(
-        self, guard: LossGuard, ratios: dict[str, float], lr: float, t0: float, seconds: float
+        self,
+        guard: LossGuard,
+        ratios: dict[str, float],
+        lr: float,
+        t0: float,
+        seconds: float,
+        scored: Evaluation | None = None,
     ) -> dict[str, float]:
         """The epoch's metrics from what its guard counted, ``seconds`` of training since
-        ``t0``; validation is scored here."""
+        ``t0``; validation is scored here unless ``scored`` (a fused group scores its members
+        together)."""
         state = self.state
         if guard.reason:
             self.reason = guard.reason
@@ -218,7 +225,7 @@ class TrainingFold:
             "chance_acc": self.chance,
         }
         if len(self.val.y):
-            scored = assess(state.model, self.val.x, self.val.y, self.runtime)
+            scored = scored or assess(state.model, self.val.x, self.val.y, self.runtime)
             metrics |= {
                 "val_loss": scored.loss,
                 "val_loss_se": scored.loss_se,

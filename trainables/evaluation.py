@@ -94,7 +94,12 @@ def assess(model: nn.Module, x: torch.Tensor, y: torch.Tensor, runtime: Runtime)
     model.train(was_training)
     predicted = torch.cat(predictions)
     total, squares, correct = torch.cat((sums, (predicted == y).sum().float().view(1))).tolist()
-    n = len(y)
+    return evaluation(total, squares, correct, predicted)
+
+
+def evaluation(total: float, squares: float, correct: float, predicted: torch.Tensor) -> Evaluation:
+    """The figures from the sums of the per-image losses, their squares and the hits."""
+    n = len(predicted)
     loss = total / n
     spread = math.sqrt(max(squares / n - loss**2, 0.0) / max(n - 1, 1))
     p = (correct + 1) / (n + 2)

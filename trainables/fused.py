@@ -21,6 +21,7 @@ from torch.func import functional_call, vmap
 
 from trainables.config import TrialConfig
 from trainables.device import Runtime
+from trainables.evaluation import EVAL_BATCH, Evaluation, evaluation
 from trainables.model import Dropout
 from trainables.networks import layer_weights
 from trainables.trial_state import TrialState
@@ -127,6 +128,29 @@ class FusedModels:
 
     def train(self, mode: bool = True) -> None:
         self.base.train(mode)
+
+    @torch.no_grad()
+    def assess(self, x: torch.Tensor, y: torch.Tensor) -> list[Evaluation]:
+        """``evaluation.assess`` for every member in one pass over the split (one host sync
+        for all), in eval mode: each member's own batch-norm statistics, no dropout."""
+        training = self.base.training
+        self.train(False)
+        chunk = max(64, EVAL_BATCH // len(self.lr))  # K members' activations at once
+        sums = torch.zeros(len(self.lr), 3, device=self.runtime.device)
+        predictions = []
+        for i in range(0, len(y), chunk):
+            logits, target = self.forward(x[i : i + chunk]).float(), y[i : i + chunk]
+            k, n, classes = logits.shape
+            losses = F.cross_entropy(
+                logits.reshape(k * n, classes), target.repeat(k), reduction="none"
+            ).view(k, n)
+            predicted = logits.argmax(dim=2)
+            hits = (predicted == target).sum(dim=1).float()
+            sums += torch.stack((losses.sum(dim=1), losses.square().sum(dim=1), hits), dim=1)
+            predictions.append(predicted)
+        self.train(training)
+        predicted = torch.cat(predictions, dim=1)
+        return [evaluation(*row, predicted[k]) for k, row in enumerate(sums.tolist())]
 
     def step(
         self, x: torch.Tensor, y: torch.Tensor

@@ -168,9 +168,11 @@ def fused_epoch(
     seconds = time.perf_counter() - t0
     ratios = update_ratios(group, before, folds)
     group.write_back(states)
+    val = folds[0].val
+    scores = group.assess(val.x, val.y) if len(val.y) else [None] * len(folds)
     return [
-        fold.close(guard, ratio, lr, t0, seconds)
-        for fold, guard, ratio, lr in zip(folds, guards, ratios, lrs, strict=True)
+        fold.close(guard, ratio, lr, t0, seconds, scored)
+        for fold, guard, ratio, lr, scored in zip(folds, guards, ratios, lrs, scores, strict=True)
     ]
 
 

@@ -325,3 +325,26 @@ def test_members_draw_their_own_dropout_masks_at_their_own_rates(cifar10, batche
     fused.write_back(stacked)
     assert [row[0] for row in got] == pytest.approx(expected, rel=1e-5)
     assert_same_members(stacked[:1], alone)
+
+
+def test_a_group_scores_its_members_as_each_would_alone(cifar10, batches):
+    """Validation in one vmapped pass: each member's loss, accuracy and predictions as
+    ``assess`` gives them for that member alone (its own batch-norm statistics)."""
+    from trainables.evaluation import assess
+
+    states = [TrialState.create(c, cifar10, FP32) for c in members("sgd", batch_norm=True)]
+    fused = FusedModels(states, FP32)
+    fused.train()
+    for x, y in batches[:3]:
+        fused.step(x, y)
+    fused.write_back(states)
+    val = device_split(cifar10.val, cifar10, FP32)
+    x, y = val.x[:1000], val.y[:1000]
+    together = fused.assess(x, y)
+    for state, scored in zip(states, together, strict=True):
+        alone = assess(state.model, x, y, FP32)
+        assert scored.loss == pytest.approx(alone.loss, rel=1e-5)
+        assert scored.loss_se == pytest.approx(alone.loss_se, rel=1e-4)
+        assert (scored.accuracy, scored.accuracy_se) == (alone.accuracy, alone.accuracy_se)
+        assert torch.equal(scored.predicted, alone.predicted)
+    assert len({s.loss for s in together}) == 4
