@@ -17,12 +17,11 @@ from pathlib import Path
 
 import torch
 
-from orchestrator.cli import default_cache_dir
 from trainables.config import TrialConfig
-from trainables.datasets import DataSplits, load_data
+from trainables.datasets import DataSplits, default_cache_dir, load_data
 from trainables.device import Runtime, select_runtime
 from trainables.epoch import gradients
-from trainables.fused_knee import sample_batches, stack_seconds, sync
+from trainables.fused_knee import knee, sample_batches, stack_seconds, sync
 from trainables.networks import layer_weights
 from trainables.trial_state import TrialState
 
@@ -98,6 +97,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--batch-norm", action="store_true")
+    parser.add_argument(
+        "--processes-max", type=int, default=8, help="time K processes only up to this K"
+    )
+    parser.add_argument("--knee", action="store_true", help="also the K that fuse: auto picks")
     args = parser.parse_args(argv)
     base = TrialConfig(
         dataset=args.dataset,
@@ -120,14 +123,20 @@ def main(argv: list[str] | None = None) -> None:
     for k in args.k:
         configs = member_configs(base, k)
         together = k * images / stack_seconds(configs, data, runtime, work)
-        threads = max(1, args.threads // k) if runtime.device.type == "cpu" else args.threads
-        apart_configs = [c.replace(threads=threads) for c in configs]
-        apart = k * images / separate_processes(apart_configs, args.steps)
-        print(
-            f"K={k:<3} fused      {together:9.0f} img/s | {k} processes ({threads} threads each) "
-            f"{apart:9.0f} img/s | fused / processes x{together / apart:.2f}, "
-            f"fused / one trial x{together / alone:.2f}"
-        )
+        line = f"K={k:<3} fused      {together:9.0f} img/s | "
+        if k <= args.processes_max:
+            threads = max(1, args.threads // k) if runtime.device.type == "cpu" else args.threads
+            apart_configs = [c.replace(threads=threads) for c in configs]
+            apart = k * images / separate_processes(apart_configs, args.steps)
+            line += (
+                f"{k} processes ({threads} threads each) {apart:9.0f} img/s | "
+                f"fused / processes x{together / apart:.2f}, "
+            )
+        print(line + f"fused / one trial x{together / alone:.2f}")
+    if args.knee:
+        size, figures = knee(base, data, most=max(args.k), steps=args.steps)
+        shown = ", ".join(f"K={k} {v:.0f}" for k, v in figures.items())
+        print(f"fuse: auto picks K={size} (member-images/s: {shown})")
 
 
 if __name__ == "__main__":

@@ -21,9 +21,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from orchestrator.cli import default_cache_dir
 from trainables.config import TrialConfig
-from trainables.datasets import DataSplits, load_data
+from trainables.datasets import DataSplits, default_cache_dir, load_data
 from trainables.device import Runtime, select_runtime
 from trainables.evaluation import device_split
 from trainables.train import train as babysitter_train

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +15,11 @@ from trainables.splits import stratified_split, stratified_subset
 
 FACE_CLASSES = ("face", "nonface")
 CIFAR10_CLASSES = 10
+
+
+def default_cache_dir() -> Path:
+    """Where decoded data sets are kept between runs (``XDG_CACHE_HOME`` moves it)."""
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "babysitter"
 
 
 @dataclass(frozen=True)

@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import click
 
 from orchestrator.names import TRACKING_WAIT_S, BudgetName
 from trainables.config import LR_SCHEDULES, OPTIMIZERS, default
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "babysitter"
-
+from trainables.datasets import default_cache_dir
 
 BUDGET_CHOICE = click.Choice([str(b) for b in BudgetName])
 

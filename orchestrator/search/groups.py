@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import random
 import zlib
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -76,15 +77,17 @@ def plan_fusion(run: StageRun, configs: list[TrialConfig], knee: Knee | None) ->
     if run.stage.search == "optuna":
         why = "search: optuna draws each trial from the results before it (random fuses)"
         return Fusion(1, f"trains unfused: {why}")
-    keys = {fusion_key(c) for c in configs}
+    counts = Counter(fusion_key(c) for c in configs)
     lone = why_not_fused([configs[0]] * 2) if configs else "no trials"
-    if lone or len(keys) == len(configs):
-        why = lone or why_not_fused(configs[:2])
-        return Fusion(1, f"trains unfused: {why}")
+    if lone or len(counts) == len(configs):
+        return Fusion(1, f"trains unfused: {lone or why_not_fused(configs[:2])}")
     if asked is not None:
-        return Fusion(asked, f"trials fused in groups of up to {asked}")
-    most = max(len([c for c in configs if fusion_key(c) == key]) for key in keys)
-    size, figures = knee(configs[0], most)
+        groups = sum(-(-n // asked) for n in counts.values())
+        return Fusion(asked, f"{len(configs)} trials fused in {groups} groups of up to {asked}")
+    size, figures = knee(configs[0], max(counts.values()))
     shown = ", ".join(f"K={k} {v / 1000:.0f}k" for k, v in figures.items())
-    line = f"trials fused in groups of up to {size} (member-images/s measured: {shown})"
-    return Fusion(size, line, figures)
+    if size == 1:
+        return Fusion(1, f"trains unfused: fusing did not pay here (member-images/s: {shown})")
+    groups = sum(-(-n // size) for n in counts.values())
+    line = f"{len(configs)} trials fused in {groups} groups of up to {size}"
+    return Fusion(size, f"{line} (member-images/s measured: {shown})", figures)

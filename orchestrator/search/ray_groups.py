@@ -229,6 +229,7 @@ class _Stage:
         self.run, self.events, self.judge, self.launch = run, events, judge, launch
         self.finished: dict[str, tuple[str, float | None]] = {}
         self.tally, self.start = Tally(run.trial_count), time.monotonic()
+        self.training = 0  # members of the groups on Ray now
 
     def drive(self, groups: list[_Group]) -> None:
         pending, running = deque(groups), {}
@@ -238,6 +239,7 @@ class _Stage:
                 while pending and len(running) < limit:
                     group = pending.popleft()
                     running[self.launch(group)] = group
+                    self.training += len(group.trials)
                 ready, _ = ray.wait(list(running), num_returns=1, timeout=WAIT_S)
                 _forward(ray.get(self.judge.drain.remote()), self.events)
                 for ref in ready:
@@ -249,6 +251,7 @@ class _Stage:
     def settle(self, group: _Group, error: str) -> list[_Group]:
         """End the members of a group that returned or failed; a failed group's members still
         training go on from their checkpoints, ``retries`` times (the group to run again)."""
+        self.training -= len(group.trials)
         ids = [t.trial_id for t in group.trials]
         still = set(ray.get(self.judge.training.remote(ids))) if error else set()
         retry = bool(still) and group.retries < self.run.retries
@@ -260,6 +263,7 @@ class _Stage:
             self.events.trial_finished(self.run.name, trial, status, len(rows))
             self.finished[trial.trial_id] = (status, _score(rows))
         statuses = [status for status, _ in self.finished.values()]
+        statuses += [TrialStatus.RUNNING] * self.training
         scores = [score for _, score in self.finished.values() if score is not None]
         shown = self.tally.update(statuses, scores, time.monotonic() - self.start)
         if shown is not None:

@@ -48,10 +48,10 @@ def no_knee(config, most):
 def test_a_stage_fuses_in_groups_of_k_by_what_its_trials_share(tmp_path):
     run, configs = stage(tmp_path, knob="width: {choice: [1, 2]}")
     fusion = plan_fusion(run, configs, no_knee)
-    assert (fusion.size, fusion.line) == (4, "trials fused in groups of up to 4")
     trials = stage_trials(run, [])
     by_id = {t.trial_id: c for t, c in zip(trials, configs, strict=True)}
     groups = fused_groups(trials, by_id, 4)
+    assert (fusion.size, fusion.line) == (4, f"10 trials fused in {len(groups)} groups of up to 4")
     assert sorted(t.trial_id for g in groups for t in g) == sorted(by_id)
     for group in groups:
         assert 1 <= len(group) <= 4 and len({by_id[t.trial_id].width for t in group}) == 1
@@ -102,7 +102,13 @@ def test_auto_on_gpu_trials_measures_the_knee_for_the_largest_group(tmp_path):
     fusion = plan_fusion(run, configs, knee)
     augmented = sum(c.augment for c in configs)
     assert asked == [max(augmented, 10 - augmented)]
+    groups = -(-augmented // 8) + -(-(10 - augmented) // 8)
     assert fusion.size == 8 and fusion.line == (
-        "trials fused in groups of up to 8 (member-images/s measured: K=1 20k, K=2 39k, "
-        "K=4 75k, K=8 120k, K=16 125k)"
+        f"10 trials fused in {groups} groups of up to 8 (member-images/s measured: K=1 20k, "
+        "K=2 39k, K=4 75k, K=8 120k, K=16 125k)"
+    )
+    flat = plan_fusion(run, configs, lambda config, most: (1, {1: 20000.0, 2: 21000.0}))
+    assert (flat.size, flat.line) == (
+        1,
+        "trains unfused: fusing did not pay here (member-images/s: K=1 20k, K=2 21k)",
     )

@@ -47,7 +47,8 @@ def test_a_fused_stage_on_ray_is_recorded_as_trials_and_retries_a_failed_group(
     seen = Lines()
     tables = RayStageRunner(fused=fails_once).run(run, faces, seen)
 
-    assert seen.lines == ["trials fused in groups of up to 4"]
+    (line,) = seen.lines
+    assert line.startswith("8 trials fused in ") and line.endswith(" groups of up to 4")
     assert (run.path / FUSED_MARK).exists() and marker.exists()
     trials, epochs = tables.trials, tables.epochs
     assert len(trials) == 8 and trials["trial_id"].is_unique
@@ -128,7 +129,7 @@ def test_a_fused_study_killed_mid_stage_resumes_every_member_from_its_checkpoint
     killed, _, _ = run_until_killed(
         ["run", spec, "--study-dir", study, "--skip-sanity"], cache_dir, coarse, ready
     )
-    assert "coarse trials fused in groups of up to 4" in killed
+    assert "coarse 8 trials fused in 2 groups of up to 4" in killed
     rows, ends = read_log(coarse)
     before = {t: len(rows[t]) for t in ends}
     saved = {t: len(r) for t, r in rows.items() if t not in ends}
