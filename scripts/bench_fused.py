@@ -18,12 +18,9 @@ from pathlib import Path
 import torch
 
 from trainables.config import TrialConfig
-from trainables.datasets import DataSplits, default_cache_dir, load_data
-from trainables.device import Runtime, select_runtime
-from trainables.epoch import gradients
-from trainables.fused_knee import knee, sample_batches, stack_seconds, sync
-from trainables.networks import layer_weights
-from trainables.trial_state import TrialState
+from trainables.datasets import default_cache_dir, load_data
+from trainables.device import select_runtime
+from trainables.fused_knee import knee, sample_batches, stack_seconds, trial_seconds
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SOURCES = {"faces": DATA / "cbcl-faces.tar.gz", "cifar10": DATA / "cifar10-jpg.tar.gz"}
@@ -39,36 +36,11 @@ def member_configs(base: TrialConfig, k: int) -> list[TrialConfig]:
     ]
 
 
-def one_trial(
-    config: TrialConfig, data: DataSplits, runtime: Runtime, work: list, barrier=None
-) -> float:
-    """Seconds for the trainable's step over ``work`` (after two warm-up steps and, in a
-    process of its own, once all the processes are ready)."""
-    state = TrialState.create(config, data, runtime)
-    weights = list(layer_weights(state.model).values())
-
-    def step(x: torch.Tensor, y: torch.Tensor) -> None:
-        state.optimizer.zero_grad(set_to_none=True)
-        gradients(state.model, weights, x, y, config.l2, runtime)
-        state.optimizer.step()
-
-    for x, y in work[:2]:
-        step(x, y)
-    sync(runtime)
-    if barrier is not None:
-        barrier.wait()
-    start = time.perf_counter()
-    for x, y in work:
-        step(x, y)
-    sync(runtime)
-    return time.perf_counter() - start
-
-
 def _process(config: TrialConfig, steps: int, barrier, results) -> None:
     runtime = select_runtime(config.device, config.threads)
     data = load_data(config, default_cache_dir())
     work = sample_batches(data, runtime, config.batch_size, steps)
-    results.put(one_trial(config, data, runtime, work, barrier))
+    results.put(trial_seconds(config, data, runtime, work, barrier))
 
 
 def separate_processes(configs: list[TrialConfig], steps: int) -> float:
@@ -114,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
     data = load_data(base, default_cache_dir())
     work = sample_batches(data, runtime, args.batch_size, args.steps)
     images = args.steps * args.batch_size
-    alone = images / one_trial(base, data, runtime, work)
+    alone = images / trial_seconds(base, data, runtime, work)
     print(
         f"bench_fused: {data.summary()}; seed CNN, batch {args.batch_size}, {args.steps} steps, "
         f"device {runtime.device}, bf16 {runtime.bf16}, batch_norm {args.batch_norm}"
