@@ -56,6 +56,26 @@ def scored_by_lr(params: dict[str, Any], *, base, data, **_) -> None:
         )
 
 
+def scored_group_by_lr(configs, data, *, on_epoch, **_) -> None:
+    """``scored_by_lr`` for a fused group: each member reports val_acc = lr + epoch / 100 in
+    stack order, and one that its stage stops leaves the group."""
+    from trainables.epoch import EpochReport
+
+    members = list(range(len(configs)))
+    for epoch in range(1, configs[0].epochs + 1):
+        status = "completed" if epoch == configs[0].epochs else "running"
+        members = [
+            k
+            for k in members
+            if on_epoch(
+                k,
+                EpochReport(
+                    epoch, {"epoch": epoch, "val_acc": configs[k].lr + epoch / 100}, status
+                ),
+            )
+        ]
+
+
 def quick_trials(
     barrier: Path | None = None, together: int = 0, seconds: float = 0.25
 ) -> Callable[..., None]:
@@ -164,7 +184,7 @@ def misbehaving(params: dict[str, Any], *, base, data, **_) -> None:
         tune.report(metrics)
 
 
-def lr_grid_run(folder: Path, retries: int = 0):
+def lr_grid_run(folder: Path, retries: int = 0, fuse: str | int = "auto"):
     """A coarse stage of six trials, lr 0.6 down to 0.1 in that order, three epochs each,
     ASHA with rungs at epochs 1 and 2: for the planted trainables above."""
     from orchestrator.search.stage import StageRun
@@ -182,4 +202,5 @@ fine: {{trials: 1, epochs: 1}}
         "grid",
     )
     space, base = spec.space(), spec.base_config()
-    return StageRun("coarse", spec.coarse, space, base, spec.resources, retries, folder)
+    resources = spec.resources.model_copy(update={"fuse": fuse})
+    return StageRun("coarse", spec.coarse, space, base, resources, retries, folder)

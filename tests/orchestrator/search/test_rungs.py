@@ -108,7 +108,10 @@ def test_within_a_choice_a_slow_starter_faces_only_its_own_kind(tmp_path):
 
 
 @pytest.mark.slow
-def test_ray_stops_trials_by_these_rungs_and_the_tables_say_why(tmp_path, local_ray, faces):
+@pytest.mark.parametrize("fuse", ["off", 3])
+def test_ray_stops_trials_by_these_rungs_and_the_tables_say_why(tmp_path, local_ray, faces, fuse):
+    """On Tune, and with the trials fused in threes (members judged at their rungs as they
+    report, in stack order)."""
     import cloudpickle
 
     from orchestrator.search.ray_stage import RayStageRunner
@@ -116,8 +119,10 @@ def test_ray_stops_trials_by_these_rungs_and_the_tables_say_why(tmp_path, local_
     from tests.orchestrator import planted
 
     cloudpickle.register_pickle_by_value(planted)
-    run = planted.lr_grid_run(tmp_path)
-    trials = RayStageRunner(planted.scored_by_lr).run(run, faces, StudyObserver()).trials
+    run = planted.lr_grid_run(tmp_path, fuse=fuse)
+    runner = RayStageRunner(planted.scored_by_lr, fused=planted.scored_group_by_lr)
+    trials = runner.run(run, faces, StudyObserver()).trials
+    assert (run.path / "fused.json").exists() == (fuse != "off")
     stopped = trials[trials["status"] == "stopped_by_asha"]
     assert len(stopped) >= 2  # later trials, lower scores: below the rungs' cutoffs
     assert stopped["asha_rung"].notna().all()
