@@ -22,7 +22,7 @@ def test_slurm_dry_run_prints_a_valid_sbatch_script_with_the_requested_nodes(tmp
     proc = babysit_here(
         "submit", spec, "--slurm", "--dry-run", "--nodes", "3", "--gpus-per-node", "2",
         "--partition", "gpu", "--account", "ml", "--time", "02:00:00", "--budget", "demo",
-        "--data", "/shared/faces.tar.gz", "--study-dir", study, cache=cache_dir,
+        "--data", "/shared/faces.tar.gz", "--study-dir", study, "--fuse", "8", cache=cache_dir,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     script = proc.stdout
@@ -37,7 +37,7 @@ def test_slurm_dry_run_prints_a_valid_sbatch_script_with_the_requested_nodes(tmp
     assert f"PYTHON={sys.executable}\n" in script
     run = script.strip().splitlines()[-1]
     assert run.startswith(f'"$PYTHON" -m orchestrator run {spec} --study-dir {study}')
-    assert "--budget demo --data /shared/faces.tar.gz --gpus-per-trial 0.25" in run
+    assert "--budget demo --data /shared/faces.tar.gz --fuse 8 --gpus-per-trial 0.25" in run
     assert "--gpus-per-trial 0.25" in proc.stderr  # GPU nodes: trials share the GPUs
     assert not study.exists()  # a dry run writes nothing
 
