@@ -150,3 +150,14 @@ def test_a_fused_study_killed_mid_stage_resumes_every_member_from_its_checkpoint
     judged = [(d.trial_id, d.rung) for d in read_decisions(coarse / "asha.jsonl")]
     assert len(judged) == len(set(judged))
     assert_study_recorded(embedded_uri(study), "fusedkill", study)
+
+
+@pytest.mark.slow
+def test_the_knee_is_measured_in_a_task_on_a_trials_resources(faces_config, faces, local_ray):
+    """What fuse: auto runs for GPU trials, here on a CPU slot: the knee's K and figures."""
+    from orchestrator.search.ray_stage import _knee
+    from orchestrator.search.stage_spec import Resources
+
+    config = faces_config.replace(batch_size=32, threads=1)
+    size, figures = _knee(Resources(cpus_per_trial=1), faces, config, 2)
+    assert list(figures) == [1, 2] and all(v > 0 for v in figures.values()) and size in (1, 2)
