@@ -9,7 +9,7 @@ import random
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from orchestrator.search.events import TrialInfo
@@ -28,7 +28,6 @@ class Fusion:
 
     size: int
     line: str = ""
-    figures: dict[int, float] = field(default_factory=dict)
 
 
 def stage_trials(run: StageRun, logged: list[str]) -> list[TrialInfo]:
@@ -81,13 +80,12 @@ def plan_fusion(run: StageRun, configs: list[TrialConfig], knee: Knee | None) ->
     lone = why_not_fused([configs[0]] * 2) if configs else "no trials"
     if lone or len(counts) == len(configs):
         return Fusion(1, f"trains unfused: {lone or why_not_fused(configs[:2])}")
-    if asked is not None:
-        groups = sum(-(-n // asked) for n in counts.values())
-        return Fusion(asked, f"{len(configs)} trials fused in {groups} groups of up to {asked}")
-    size, figures = knee(configs[0], max(counts.values()))
-    shown = ", ".join(f"K={k} {v / 1000:.0f}k" for k, v in figures.items())
-    if size == 1:
-        return Fusion(1, f"trains unfused: fusing did not pay here (member-images/s: {shown})")
+    size, measured = asked or 0, ""
+    if asked is None:
+        size, figures = knee(configs[0], max(counts.values()))
+        shown = ", ".join(f"K={k} {v / 1000:.0f}k" for k, v in figures.items())
+        if size == 1:
+            return Fusion(1, f"trains unfused: fusing did not pay here (member-images/s: {shown})")
+        measured = f" (member-images/s measured: {shown})"
     groups = sum(-(-n // size) for n in counts.values())
-    line = f"{len(configs)} trials fused in {groups} groups of up to {size}"
-    return Fusion(size, f"{line} (member-images/s measured: {shown})", figures)
+    return Fusion(size, f"{len(configs)} trials fused in {groups} groups of up to {size}{measured}")

@@ -77,12 +77,14 @@ class _Recorded(StageEvents):
 
 @ray.remote(num_cpus=0)
 class StageJudge:
-    """The stage's logs, rungs and events, shared by all its groups."""
+    """The stage's logs, rungs and events, shared by all its groups: every trial's epochs (those
+    logged before a resume too), so that how a trial ended is decided here, without reading the
+    log again."""
 
     def __init__(self, run: StageRun) -> None:
         self.run, self.events, self.start = run, _Recorded(), time.monotonic()
         self.rungs = rungs_of(run.stage, run.path / DECISIONS_FILE)
-        self.rows: dict[str, list[dict[str, Any]]] = {}
+        self.rows: dict[str, list[dict[str, Any]]] = read_log(run.path)[0]
         self.judges: dict[str, Callable[[EpochReport], bool]] = {}
         self.stopped: set[str] = set()
 
@@ -109,8 +111,29 @@ class StageJudge:
             and self.rows.get(t, [{}])[-1].get(TRIAL_STATUS, RUNNING) == RUNNING
         ]
 
-    def end(self, trial_id: str, ended: Ended) -> None:
-        append_end(self.run.path, trial_id, ended)
+    def end(self, trial_id: str, error: str = "", retries: int = 0) -> tuple[str, list[dict]]:
+        """Log how ``trial_id`` ended (errored with ``error``, else as its epochs and rungs
+        say): its status and its epochs."""
+        rows = settled(self.rows.get(trial_id, []))
+        status = ERRORED if error else self._ended(trial_id) or ERRORED
+        append_end(self.run.path, trial_id, Ended(status, retries, error))
+        return status, rows
+
+    def end_finished(self, trial_ids: list[str]) -> dict[str, Ended]:
+        """Those of ``trial_ids`` that reported their last epoch or were stopped at a rung in
+        a stage killed before it logged their end: ended now, as they would have been."""
+        found = {t: Ended(status) for t in trial_ids if (status := self._ended(t)) is not None}
+        for trial_id, ended in found.items():
+            append_end(self.run.path, trial_id, ended)
+        return found
+
+    def _ended(self, trial_id: str) -> str | None:
+        """How a trial ended, from its epochs and the rungs; None while it trains on."""
+        if trial_id in self.rungs.stopping():
+            return STOPPED
+        rows = settled(self.rows.get(trial_id, []))
+        status = trial_status("RUNNING", rows[-1] if rows else {}, self.run.stage.epochs)
+        return None if status == TrialStatus.RUNNING else status
 
     def drain(self) -> list[tuple[str, tuple]]:
         calls, self.events.calls = self.events.calls, []
@@ -175,7 +198,8 @@ class RayGroups:
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
         judge = StageJudge.options(scheduling_strategy=here).remote(run)
         try:
-            ends |= _ended_unlogged(run, trials, rows, ends, judge)
+            unended = [t.trial_id for t in trials if t.trial_id not in ends]
+            ends |= ray.get(judge.end_finished.remote(unended))
             groups = [
                 _Group(todo, configs[group[0].trial_id].seed)
                 for group in fused_groups(trials, configs, size)
@@ -276,42 +300,12 @@ class _Stage:
     def end(self, trial: TrialInfo, error: str, retries: int) -> tuple[str, list[dict[str, Any]]]:
         """Log how ``trial`` ended and keep its last checkpoint as ``epoch-N.pt``: its status
         and its epochs."""
-        run = self.run
-        rows = settled(read_log(run.path)[0].get(trial.trial_id, []))
-        stopping = rungs_of(run.stage, run.path / DECISIONS_FILE).stopping()
-        ended = _ended_by_log(run, stopping, trial.trial_id, rows)
-        status = ERRORED if error else ended or ERRORED
-        ray.get(self.judge.end.remote(trial.trial_id, Ended(status, retries, error)))
-        state = run.path / CHECKPOINTS / trial.trial_id / STATE
+        status, rows = ray.get(self.judge.end.remote(trial.trial_id, error, retries))
+        state = self.run.path / CHECKPOINTS / trial.trial_id / STATE
         if rows and state.exists():
             epoch = int(rows[-1]["epoch"]) - (rows[-1].get(TRIAL_STATUS) == DIVERGED)
             os.replace(state, state.with_name(f"epoch-{epoch}.pt"))
         return status, rows
-
-
-def _ended_unlogged(
-    run: StageRun, trials: list[TrialInfo], rows: dict, ends: dict, judge: Any
-) -> dict[str, Ended]:
-    """Trials that reported their last epoch (or were stopped at a rung) in a stage killed
-    before it logged their end: ended now, as they would have been."""
-    stopping = rungs_of(run.stage, run.path / DECISIONS_FILE).stopping()
-    found = {}
-    for trial in trials:
-        status = _ended_by_log(run, stopping, trial.trial_id, rows.get(trial.trial_id, []))
-        if trial.trial_id not in ends and status is not None:
-            found[trial.trial_id] = Ended(status)
-            ray.get(judge.end.remote(trial.trial_id, found[trial.trial_id]))
-    return found
-
-
-def _ended_by_log(run: StageRun, stopping: dict, trial_id: str, rows: list[dict]) -> str | None:
-    """How a trial ended, from its epochs and the rungs' stopping decisions; None while it
-    trains on."""
-    if trial_id in stopping:
-        return STOPPED
-    last = settled(rows)[-1] if rows else {}
-    status = trial_status("RUNNING", last, run.stage.epochs)
-    return None if status == TrialStatus.RUNNING else status
 
 
 def _score(rows: list[dict[str, Any]]) -> float | None:
